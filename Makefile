@@ -1,0 +1,39 @@
+# volstream: two commands on a fresh machine -> `make run` and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: setup run test test-fast lint typecheck bench chaos airflow-setup monitoring-setup down clean
+
+## setup: idempotent; installs uv if missing, creates .venv from uv.lock (the project + dev tools)
+setup: $(VENV)/.synced
+$(VENV)/.synced: pyproject.toml uv.lock
+	@command -v uv >/dev/null 2>&1 || [ -x "$(HOME)/.local/bin/uv" ] || python3 -m pip install --user --quiet uv || python3 -m pip install --quiet uv
+	$(UV) sync --frozen --python python3.11
+	@touch $@
+
+## run: the main job on embedded defaults (broker, MLflow on SQLite, real data in ../shared/data)
+run: setup
+	$(VENV)/bin/volstream up --demo
+
+## test: the whole suite, slow end-to-end tests included (what CI runs)
+test: setup
+	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow"
+
+lint: setup
+	$(VENV)/bin/ruff check services trainer tests
+	$(VENV)/bin/ruff format --check services trainer tests
+
+typecheck: setup
+	$(VENV)/bin/mypy services trainer
+
+down: setup
+	$(VENV)/bin/volstream down
+
+clean:
+	rm -rf var .pytest_cache

@@ -1,0 +1,204 @@
+"""The message contract: the only place messages are defined.
+
+Every message carries ``schema_version`` and an event time, validates strictly, and round-trips
+through JSON bytes::
+
+    >>> c = Candle(symbol="BTC", time=1700000040, open=1.0, high=2.0, low=0.5, close=1.5,
+    ...            volumefrom=3.0, volumeto=4.5)
+    >>> Candle.from_bytes(c.to_bytes()) == c
+    True
+    >>> Candle.from_bytes(b'{"symbol": "BTC"}')
+    Traceback (most recent call last):
+    ...
+    services.common.errors.SchemaError: Candle: time: Field required; open: Field required; ...
+
+Candles keep CryptoCompare's field names (``time`` is the candle's *open*, unix seconds, UTC).
+A RawBatch carries its rows exactly as received, unvalidated: judging them is the validator's job.
+"""
+
+from __future__ import annotations
+
+import base64
+import time as _time
+from typing import Any, ClassVar, Literal, Self
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from services.common.errors import SchemaError
+
+SCHEMA_VERSION = 1
+Symbol = str  # upper-case base asset, e.g. "BTC"
+SYMBOL_PATTERN = r"^[A-Z0-9]{1,15}$"
+CANDLE_FIELDS = ("time", "open", "high", "low", "close", "volumefrom", "volumeto")
+
+
+def now() -> float:
+    """Wall-clock time in unix seconds (the processing-time stamps below)."""
+    return _time.time()
+
+
+def describe_validation_error(name: str, exc: ValidationError) -> str:
+    """One readable line per field, e.g. ``Candle: high: Input should be a finite number``."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        parts.append(f"{loc}: {err['msg']}")
+    return f"{name}: " + "; ".join(parts)
+
+
+class Message(BaseModel):
+    """Base of every message: strict, frozen, no unknown fields, finite floats only."""
+
+    model_config = ConfigDict(
+        strict=True, frozen=True, extra="forbid", allow_inf_nan=False, validate_default=True
+    )
+    schema_version: Literal[1] = SCHEMA_VERSION
+    kind: ClassVar[str] = "message"
+
+    def to_bytes(self) -> bytes:
+        """Encode as compact JSON bytes."""
+        return orjson.dumps(self.model_dump(mode="json"))
+
+    @classmethod
+    def from_bytes(cls, data: bytes | str) -> Self:
+        """Decode JSON bytes, raising :class:`SchemaError` with field-level messages."""
+        try:
+            return cls.model_validate_json(data)
+        except ValidationError as exc:
+            raise SchemaError(describe_validation_error(cls.__name__, exc)) from exc
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """Validate a plain dict (as parsed JSON), raising :class:`SchemaError`."""
+        try:
+            return cls.model_validate(data, strict=False)
+        except ValidationError as exc:
+            raise SchemaError(describe_validation_error(cls.__name__, exc)) from exc
+
+
+class Candle(Message):
+    """One closed 1-minute candle, in CryptoCompare's field names. Key: ``symbol``."""
+
+    symbol: Symbol = Field(pattern=SYMBOL_PATTERN)
+    time: int = Field(ge=0, description="candle open time, unix seconds UTC (the event time)")
+    open: float
+    high: float
+    low: float
+    close: float
+    volumefrom: float = Field(description="base volume")
+    volumeto: float = Field(description="quote volume")
+    ingested_at: float | None = Field(default=None, description="when the ingestor fetched it")
+
+
+class RawBatch(Message):
+    """What the ingestor fetched in one poll, page or replay chunk. Key: ``symbol``.
+
+    ``candles`` are the rows as received (dicts), so that bad rows reach the validator.
+    """
+
+    batch_id: str = Field(min_length=1, description="symbol:first_time:last_time, deterministic")
+    symbol: Symbol = Field(pattern=SYMBOL_PATTERN)
+    source: Literal["live", "backfill", "replay"]
+    fetched_at: float = Field(description="processing time of the fetch (unix s)")
+    interval_s: int = Field(default=60, gt=0)
+    candles: list[dict[str, Any]]
+
+    @staticmethod
+    def make_id(symbol: str, candles: list[dict[str, Any]]) -> str:
+        """The deterministic batch id: symbol plus first and last candle time."""
+        first = candles[0].get("time") if candles else None
+        last = candles[-1].get("time") if candles else None
+        return f"{symbol}:{first}:{last}"
+
+
+class DeadLetterReason(Message):
+    """Why a message (or one row of it) was rejected: a stable code and a human message."""
+
+    code: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    message: str
+    index: int | None = Field(default=None, description="row index inside a batch, if any")
+
+
+class DeadLetter(Message):
+    """A rejected message, its original bytes preserved, with where it came from and why."""
+
+    stage: str
+    reasons: list[DeadLetterReason] = Field(min_length=1)
+    source_topic: str
+    source_partition: int | None = None
+    source_offset: int | None = None
+    key: str | None = None
+    symbol: str | None = None
+    event_time: int | None = Field(default=None, description="candle time, when known")
+    dead_at: float = Field(default_factory=now, description="when it was dead-lettered")
+    payload_b64: str = Field(description="the original message value, base64")
+
+    @classmethod
+    def wrap(cls, payload: bytes, **fields: Any) -> DeadLetter:
+        """Build a dead letter around original bytes."""
+        return cls(payload_b64=base64.b64encode(payload).decode(), **fields)
+
+    def payload(self) -> bytes:
+        """The original message value."""
+        return base64.b64decode(self.payload_b64)
+
+    @property
+    def codes(self) -> list[str]:
+        """The reason codes."""
+        return [r.code for r in self.reasons]
+
+
+class FeatureVector(Message):
+    """The features of one symbol at one closed candle. Key: ``symbol``.
+
+    ``features`` maps feature name to value; ``None`` marks a value undefined by a gap.
+    """
+
+    symbol: Symbol = Field(pattern=SYMBOL_PATTERN)
+    time: int = Field(ge=0, description="the candle's open time (event time)")
+    feature_version: str = Field(min_length=1)
+    warm: bool
+    features: dict[str, float | None]
+    ingested_at: float | None = None
+    emitted_at: float = Field(default_factory=now)
+
+
+class Prediction(Message):
+    """A forecast of the realized volatility of the next ``horizon_minutes``. Key: ``symbol``."""
+
+    symbol: Symbol = Field(pattern=SYMBOL_PATTERN)
+    time: int = Field(ge=0, description="the feature (candle) time the forecast is made at")
+    horizon_minutes: int = 60
+    rv: float = Field(ge=0, description="predicted realized volatility over the horizon")
+    log_rv: float = Field(description="natural log of rv: what the model predicts")
+    model_name: str
+    model_version: str
+    role: Literal["champion", "shadow"]
+    feature_version: str
+    ingested_at: float | None = None
+    features_emitted_at: float | None = None
+    emitted_at: float = Field(default_factory=now)
+
+
+class ModelEvent(Message):
+    """A registry decision: registered, promoted, refused, or a reload request. Key: model name."""
+
+    event: Literal["registered", "promoted", "refused", "reload"]
+    model_name: str
+    version: str | None = None
+    alias: str | None = None
+    run_id: str | None = None
+    reason: str = ""
+    metrics: dict[str, float] = Field(default_factory=dict)
+    time: float = Field(default_factory=now, description="when the decision was made")
+
+
+MESSAGE_TYPES: tuple[type[Message], ...] = (
+    Candle,
+    RawBatch,
+    DeadLetter,
+    FeatureVector,
+    Prediction,
+    ModelEvent,
+)
