@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup run test test-fast lint typecheck bench chaos airflow-setup monitoring-setup down clean
+.PHONY: setup run test test-fast lint typecheck bench chaos system-setup airflow-setup monitoring-setup down clean
 
 ## setup: idempotent; installs uv if missing, creates .venv from uv.lock (the project + dev tools)
 setup: $(VENV)/.synced
@@ -18,9 +18,26 @@ $(VENV)/.synced: pyproject.toml uv.lock
 run: setup
 	$(VENV)/bin/volstream up --demo
 
+## system-setup: Debian's Prometheus/Alertmanager and the Airflow venv (each script is idempotent)
+system-setup: monitoring-setup airflow-setup
+
+monitoring-setup:
+	@if [ -f monitoring/setup.sh ]; then bash monitoring/setup.sh; fi
+
+airflow-setup: setup
+	@if [ -f airflow/setup.sh ]; then bash airflow/setup.sh; fi
+
 ## test: the whole suite, slow end-to-end tests included (what CI runs)
-test: setup
+test: setup system-setup
 	$(PY) -m pytest
+
+## bench: prints figures against targets, writes bench/results/*.json (never fails on a figure)
+bench: setup system-setup
+	$(PY) -m bench
+
+## chaos: kill -9 each service in turn during a real replay, then check conservation
+chaos: setup
+	$(PY) -m bench.chaos
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow"
