@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 from typing import Annotated
@@ -71,10 +72,8 @@ def tail(
     ] = None,
 ) -> None:
     """Print a topic's messages as JSON lines (key, partition, offset, value) until Ctrl-C."""
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_tail(topic, from_beginning, n, idle_exit))
-    except KeyboardInterrupt:
-        pass
 
 
 async def _tail(topic: str, from_beginning: bool, n: int | None, idle_exit: float | None) -> None:
