@@ -1,0 +1,136 @@
+"""Snapshot a window of the candle lake into one Parquet file, the input of every retraining run.
+
+The lake is hive-partitioned, ``DATA_DIR/lake/candles/symbol=SYM/date=YYYY-MM-DD/*.parquet``. A
+snapshot freezes ``[start, end)`` for one symbol into a file in the shared candle layout (``time``
+int64 unix seconds, then ``open high low close volumefrom volumeto``, sorted by time), so the
+quality gate, DVC and the trainer all see the same bytes.
+
+Exact duplicate rows (an at-least-once writer replaying a batch) are dropped and counted;
+*conflicting* duplicates (same time, other values) are kept for the quality gate to refuse.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from services.common.errors import VolstreamError
+from services.common.schemas import CANDLE_FIELDS
+
+LAKE_SUBDIR = Path("lake") / "candles"
+_PARTITIONING = ds.partitioning(
+    pa.schema([("symbol", pa.string()), ("date", pa.string())]), flavor="hive"
+)
+
+
+class SnapshotError(VolstreamError):
+    """The window cannot be snapshotted (no lake, or nothing in it for the window)."""
+
+
+@dataclass(frozen=True)
+class SnapshotResult:
+    """Where the snapshot went and what it holds."""
+
+    path: str
+    symbol: str
+    start: int
+    end: int
+    rows: int
+    dropped_replays: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for XCom."""
+        return asdict(self)
+
+
+def parse_time(value: str | int | float | dt.datetime) -> int:
+    """Unix seconds from an ISO date/time (UTC unless it says otherwise) or a number.
+
+    >>> parse_time("2024-03-01"), parse_time("2024-03-01T00:01:00+00:00"), parse_time(60)
+    (1709251200, 1709251260, 60)
+    """
+    if isinstance(value, int | float):
+        return int(value)
+    stamp = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=dt.UTC)
+    return int(stamp.timestamp())
+
+
+def day_partitions(start: int, end: int) -> list[str]:
+    """The ``date=`` partition values that can hold candles of ``[start, end)``.
+
+    >>> day_partitions(1709251200, 1709251200 + 86400 + 1)
+    ['2024-03-01', '2024-03-02']
+    """
+    first = dt.datetime.fromtimestamp(start, dt.UTC).date()
+    last = dt.datetime.fromtimestamp(max(start, end - 1), dt.UTC).date()
+    return [str(first + dt.timedelta(days=i)) for i in range((last - first).days + 1)]
+
+
+def drop_replays(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Drop rows identical in every candle field; keep conflicting ones. Sorted by time.
+
+    >>> df = pd.DataFrame({c: [1, 1, 1] for c in CANDLE_FIELDS}).assign(close=[1, 1, 2])
+    >>> out, dropped = drop_replays(df)
+    >>> len(out), dropped
+    (2, 1)
+    """
+    out = df.drop_duplicates(subset=list(CANDLE_FIELDS))
+    out = out.sort_values("time", kind="stable").reset_index(drop=True)
+    return out, len(df) - len(out)
+
+
+def read_window(lake_root: Path, symbol: str, start: int, end: int) -> pd.DataFrame:
+    """The lake's candles of one symbol in ``[start, end)``, as stored (unsorted, unchecked)."""
+    if not lake_root.is_dir():
+        raise SnapshotError(f"no candle lake at {lake_root}")
+    dataset = ds.dataset(lake_root, format="parquet", partitioning=_PARTITIONING)
+    days = pa.array(day_partitions(start, end), pa.string())
+    where = (
+        (ds.field("symbol") == symbol)
+        & ds.field("date").isin(days)
+        & (ds.field("time") >= start)
+        & (ds.field("time") < end)
+    )
+    table = dataset.to_table(columns=list(CANDLE_FIELDS), filter=where)
+    return table.to_pandas().astype({"time": "int64"})
+
+
+def write_candles(df: pd.DataFrame, path: Path) -> Path:
+    """Write candles in the shared layout, atomically (a reader never sees half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".parquet.tmp")
+    table = pa.Table.from_pandas(df[list(CANDLE_FIELDS)], preserve_index=False)
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+    return path
+
+
+def snapshot(data_dir: Path, symbol: str, start: int, end: int, out: Path) -> SnapshotResult:
+    """Freeze the lake window ``[start, end)`` of ``symbol`` into the Parquet file ``out``."""
+    if end <= start:
+        raise SnapshotError(f"empty window: start {start} >= end {end}")
+    df, dropped = drop_replays(read_window(data_dir / LAKE_SUBDIR, symbol, start, end))
+    if df.empty:
+        raise SnapshotError(f"no {symbol} candles in the lake between {start} and {end}")
+    write_candles(df, out)
+    return SnapshotResult(str(out), symbol, start, end, len(df), dropped)
+
+
+def seed_lake(candles: pd.DataFrame, data_dir: Path, symbol: str) -> Path:
+    """Write candles into the lake layout (one file per day): for demos, tests and backfills."""
+    root = data_dir / LAKE_SUBDIR
+    frame = candles[list(CANDLE_FIELDS)].copy()
+    frame["date"] = pd.to_datetime(frame["time"], unit="s", utc=True).dt.strftime("%Y-%m-%d")
+    for day, part in frame.groupby("date", sort=True):
+        target = root / f"symbol={symbol}" / f"date={day}" / "seed.parquet"
+        write_candles(part.drop(columns="date"), target)
+    return root
