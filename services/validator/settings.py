@@ -1,0 +1,51 @@
+"""The validator's own knobs, from ``VALIDATOR_*`` environment variables (plus ``METRICS_PORT``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.validator.core import Rules
+
+
+class ValidatorSettings(BaseSettings):
+    """Frozen: read once at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="VALIDATOR_", frozen=True, extra="ignore", populate_by_name=True
+    )
+
+    metrics_port: int = Field(
+        default=9102, ge=0, validation_alias=AliasChoices("METRICS_PORT", "metrics_port")
+    )
+    """``METRICS_PORT``: the Prometheus endpoint (0 disables it, as tests do)."""
+    group_id: str = "validator"
+    """``VALIDATOR_GROUP_ID``: the consumer group on ticks.raw."""
+    record_policy: Literal["dead-letter", "drop"] = "dead-letter"
+    """``VALIDATOR_RECORD_POLICY``: a bad row in a batch that passes the gate."""
+    max_invalid_fraction: float = Field(default=0.01, ge=0, le=1)
+    """``VALIDATOR_MAX_INVALID_FRACTION``: above this share of bad rows, the batch is rejected."""
+    min_rows: int = Field(default=1, ge=0)
+    """``VALIDATOR_MIN_ROWS``: a batch with fewer rows is rejected."""
+    max_log_return: float = Field(default=0.15, gt=0)
+    """``VALIDATOR_MAX_LOG_RETURN``: |log return| per interval beyond which a row is implausible
+    (the March 2020 crash peaked at 0.075 per minute)."""
+    max_staleness_s: float = Field(default=900.0, ge=0)
+    """``VALIDATOR_MAX_STALENESS_S``: a live batch whose newest candle is older is rejected
+    (0 disables)."""
+    poll_max_records: int = Field(default=10, ge=1)
+    """``VALIDATOR_POLL_MAX_RECORDS``: RawBatches per poll (each up to ~2,000 rows)."""
+    recover_window: int = Field(default=2000, ge=1)
+    """``VALIDATOR_RECOVER_WINDOW``: ticks.clean records read per step when recovering marks."""
+
+    def rules(self) -> Rules:
+        """The pure core's view of these settings."""
+        return Rules(
+            max_invalid_fraction=self.max_invalid_fraction,
+            min_rows=self.min_rows,
+            max_log_return=self.max_log_return,
+            max_staleness_s=self.max_staleness_s,
+            policy=self.record_policy,
+        )
