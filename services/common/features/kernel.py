@@ -1,0 +1,258 @@
+"""The one numeric kernel: features for a block of rows of a minute grid.
+
+The batch path and the online path both call :func:`derive` on a :class:`~.frame.Frame` and
+then :func:`compute` on rows of it, so stream and batch run the same operations on the same
+numbers. Every window is summed directly (a row of ``sliding_window_view(x, w).sum(-1)``, or the
+same sum over a gathered copy), never kept as a running add/subtract total, so a window of zero
+returns is exactly 0. Counts of present minutes are integer prefix differences (exact).
+
+Gaps: a missing minute is NaN on the grid; per-minute terms of missing minutes are 0 in the
+sums and not counted. A window feature is NaN when fewer than ``MIN_COVERAGE`` of its minutes
+(returns, or candles for range and volume) are present; otherwise the sum of the present terms is
+rescaled to the full window (``sum * w / n``). See ``docs/features.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from services.common.features.frame import FloatArray, Frame, IntArray
+from services.common.features.spec import (
+    EMA_LOOKBACK,
+    HAR_HOURS,
+    LONG_HAR_HOURS,
+    MACD_FAST,
+    MACD_SIGNAL,
+    MACD_SLOW,
+    MIN_COVERAGE,
+    RANGE_WINDOWS,
+    RETURN_LAGS,
+    RSI_PERIOD,
+    RV_WINDOWS,
+    VOLUME_BASELINE,
+    VOLUME_WINDOW,
+)
+
+PK_SCALE = 1.0 / (4.0 * math.log(2.0))
+GK_CLOSE = 2.0 * math.log(2.0) - 1.0
+PRIOR_HOURS = LONG_HAR_HOURS - 1
+"""The 168 h window is the current (partial) clock hour plus the 167 complete hours before."""
+
+
+class Rows:
+    """The rows to compute: a contiguous slice of slots (views) or an index array (gathers).
+
+    Both give the same windows, value for value, so the sums agree bit for bit.
+    """
+
+    def __init__(self, sel: slice | IntArray) -> None:
+        self.sel = sel
+        self.idx = np.arange(sel.start, sel.stop) if isinstance(sel, slice) else sel
+        self.size = len(self.idx)
+
+    def col(self, x: np.ndarray, off: int = 0) -> np.ndarray:
+        """``x`` at each row's slot plus ``off``."""
+        if isinstance(self.sel, slice):
+            return x[self.sel.start + off : self.sel.stop + off]
+        return x[self.idx + off]
+
+    def window(self, x: FloatArray, w: int) -> FloatArray:
+        """The ``w`` slots ending at each row, as a (rows, w) array."""
+        if isinstance(self.sel, slice):
+            return sliding_window_view(x[self.sel.start - w + 1 : self.sel.stop], w)
+        return x[self.idx[:, None] + np.arange(1 - w, 1)]
+
+    def wsum(self, x: FloatArray, w: int) -> FloatArray:
+        """Direct sum of each row's trailing window."""
+        return self.window(x, w).sum(axis=-1)
+
+    def count(self, cum: IntArray, w: int) -> IntArray:
+        """Present minutes in each row's window, from an exact integer prefix count."""
+        return self.col(cum, 1) - self.col(cum, 1 - w)
+
+
+@dataclass(frozen=True)
+class Derived:
+    """Per-minute terms on the grid (zero where missing) and clock-hour aggregates."""
+
+    frame: Frame
+    close: FloatArray
+    terms: dict[str, FloatArray]
+    cum_ret: IntArray
+    cum_bar: IntArray
+    partial_r2: FloatArray
+    partial_n: IntArray
+    hour_r2: FloatArray
+    hour_n: IntArray
+    long_r2: FloatArray
+    long_n: IntArray
+
+
+def _cum(mask: np.ndarray) -> IntArray:
+    return np.concatenate(([0], np.cumsum(mask, dtype=np.int64)))
+
+
+def _hourly(x: np.ndarray, n: int) -> np.ndarray:
+    """Cumulative sums inside each clock hour (the grid starts on an hour)."""
+    padded = np.zeros(-(-n // 60) * 60, dtype=x.dtype)
+    padded[:n] = x
+    return np.cumsum(padded.reshape(-1, 60), axis=1)
+
+
+def derive(frame: Frame, prior_r2: FloatArray, prior_n: IntArray) -> Derived:
+    """Per-minute terms and hour aggregates; ``prior_*``: the 167 hours before ``frame.t0``."""
+    c = frame.cols
+    close = c["close"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        prev = np.concatenate(([frame.before["close"]], close[:-1]))
+        r = np.log(close / prev)
+        hl = np.log(c["high"] / c["low"])
+        co = np.log(close / c["open"])
+    has_r, has_bar = ~np.isnan(r), ~np.isnan(close)
+    r2 = np.where(has_r, r * r, 0.0)
+    lqv = np.where(has_bar, np.log1p(c["volumeto"]), 0.0)
+    terms = {
+        "r2": r2,
+        "pk": np.where(has_bar, PK_SCALE * hl * hl, 0.0),
+        "gk": np.where(has_bar, 0.5 * hl * hl - GK_CLOSE * co * co, 0.0),
+        "qv": np.where(has_bar, c["volumeto"], 0.0),
+        "lqv": lqv,
+        "lqv2": lqv * lqv,
+    }
+    h_r2, h_n = _hourly(r2, frame.n), _hourly(has_r.astype(np.int64), frame.n)
+    all_r2 = np.concatenate((prior_r2, h_r2[:, -1]))
+    all_n = np.concatenate((prior_n, h_n[:, -1]))
+    return Derived(
+        frame=frame,
+        close=close,
+        terms=terms,
+        cum_ret=_cum(has_r),
+        cum_bar=_cum(has_bar),
+        partial_r2=h_r2.ravel(),
+        partial_n=h_n.ravel(),
+        hour_r2=h_r2[:, -1],
+        hour_n=h_n[:, -1],
+        long_r2=sliding_window_view(all_r2, PRIOR_HOURS).sum(axis=-1),
+        long_n=sliding_window_view(all_n, PRIOR_HOURS).sum(axis=-1),
+    )
+
+
+def _rescale(total: FloatArray, n: IntArray, w: int | IntArray, per: float) -> FloatArray:
+    """``total * per / n`` where coverage is enough (``n >= MIN_COVERAGE * w``), else NaN."""
+    ok = n >= MIN_COVERAGE * np.asarray(w)
+    return np.where(ok, total * per / np.maximum(n, 1), np.nan)
+
+
+def _log(x: FloatArray) -> FloatArray:
+    """Natural log, NaN where ``x`` is not positive (log of zero volatility is undefined)."""
+    positive = x > 0
+    return np.where(positive, np.log(np.where(positive, x, 1.0)), np.nan)
+
+
+def _volatility(d: Derived, rows: Rows, out: dict[str, FloatArray]) -> None:
+    """Realized volatility per window and HAR variances per hour (1 h .. 168 h)."""
+    r2 = d.terms["r2"]
+    for w in RV_WINDOWS:
+        total, n = rows.wsum(r2, w), rows.count(d.cum_ret, w)
+        out[f"rv_{w}m"] = np.sqrt(_rescale(total, n, w, w))
+        out[f"lrv_{w}m"] = _log(out[f"rv_{w}m"])
+        if w % 60 == 0 and w // 60 in HAR_HOURS:
+            out[f"har_{w // 60}h"] = _rescale(total, n, w, 60.0)
+    slot = rows.idx
+    minutes = PRIOR_HOURS * 60 + slot % 60 + 1
+    total = d.long_r2[slot // 60] + d.partial_r2[slot]
+    n = d.long_n[slot // 60] + d.partial_n[slot]
+    out[f"har_{LONG_HAR_HOURS}h"] = _rescale(total, n, minutes, 60.0)
+    for h in HAR_HOURS:
+        out[f"lhar_{h}h"] = _log(out[f"har_{h}h"])
+
+
+def _ranges(d: Derived, rows: Rows, out: dict[str, FloatArray]) -> None:
+    """Parkinson and Garman-Klass volatility per window (GK clipped at 0 before the root)."""
+    for w in RANGE_WINDOWS:
+        n = rows.count(d.cum_bar, w)
+        for est in ("pk", "gk"):
+            var = _rescale(rows.wsum(d.terms[est], w), n, w, w)
+            out[f"{est}_{w}m"] = np.sqrt(np.where(var < 0, 0.0, var))
+            out[f"l{est}_{w}m"] = _log(out[f"{est}_{w}m"])
+
+
+def _returns(d: Derived, rows: Rows, out: dict[str, FloatArray]) -> None:
+    """Log returns over each lag; NaN unless both end minutes are present."""
+    now = rows.col(d.close)
+    for lag in RETURN_LAGS:
+        out[f"ret_{lag}m"] = np.log(now / rows.col(d.close, -lag))
+
+
+def _volume(d: Derived, rows: Rows, out: dict[str, FloatArray]) -> None:
+    """Log 60-minute quote volume, its ratio to the 24 h hourly mean, a per-minute z-score."""
+    t = d.terms
+    n60, n_day = rows.count(d.cum_bar, VOLUME_WINDOW), rows.count(d.cum_bar, VOLUME_BASELINE)
+    hour_vol = _rescale(rows.wsum(t["qv"], VOLUME_WINDOW), n60, VOLUME_WINDOW, VOLUME_WINDOW)
+    day_mean = _rescale(rows.wsum(t["qv"], VOLUME_BASELINE), n_day, VOLUME_BASELINE, 60.0)
+    out["lqv_60m"] = np.log1p(hour_vol)
+    out["qv_ratio_24h"] = np.where(
+        day_mean > 0, hour_vol / np.where(day_mean > 0, day_mean, 1), np.nan
+    )
+    s1, s2 = rows.wsum(t["lqv"], VOLUME_BASELINE), rows.wsum(t["lqv2"], VOLUME_BASELINE)
+    mean = _rescale(s1, n_day, VOLUME_BASELINE, 1.0)
+    var = (s2 - s1 * mean) / np.maximum(n_day - 1, 1)
+    sd = np.sqrt(np.where(var > 0, var, 1.0))
+    out["qv_z_24h"] = np.where(var > 0, (rows.col(t["lqv"]) - mean) / sd, np.nan)
+
+
+def _momentum(d: Derived, rows: Rows, out: dict[str, FloatArray]) -> None:
+    """RSI and MACD over exactly ``EMA_LOOKBACK`` minutes, seeded at the window's start."""
+    size = rows.size
+    fast, slow, signal = (np.full(size, np.nan) for _ in range(3))
+    gain, loss = np.zeros(size), np.zeros(size)
+    a_fast, a_slow, a_sig = (2.0 / (p + 1) for p in (MACD_FAST, MACD_SLOW, MACD_SIGNAL))
+    a_rsi = 1.0 / RSI_PERIOD
+    prev = rows.col(d.close, -EMA_LOOKBACK)
+    for off in range(1 - EMA_LOOKBACK, 1):
+        x = rows.col(d.close, off)
+        have = ~np.isnan(x)
+        fast = np.where(have, np.where(np.isnan(fast), x, fast + a_fast * (x - fast)), fast)
+        slow = np.where(have, np.where(np.isnan(slow), x, slow + a_slow * (x - slow)), slow)
+        macd = fast - slow
+        signal = np.where(
+            have, np.where(np.isnan(signal), macd, signal + a_sig * (macd - signal)), signal
+        )
+        diff = x - prev
+        moved = ~np.isnan(diff)
+        gain = np.where(moved, gain + a_rsi * (np.maximum(diff, 0.0) - gain), gain)
+        loss = np.where(moved, loss + a_rsi * (np.maximum(-diff, 0.0) - loss), loss)
+        prev = x
+    ok = rows.count(d.cum_bar, EMA_LOOKBACK) >= MIN_COVERAGE * EMA_LOOKBACK
+    close = rows.col(d.close)
+    total = gain + loss
+    rsi = np.where(total > 0, 100.0 * gain / np.where(total > 0, total, 1.0), 50.0)
+    out[f"rsi_{RSI_PERIOD}"] = np.where(ok, rsi, np.nan)
+    out["macd"] = np.where(ok, (fast - slow) / close, np.nan)
+    out["macd_signal"] = np.where(ok, signal / close, np.nan)
+    out["macd_hist"] = np.where(ok, (fast - slow - signal) / close, np.nan)
+
+
+def _calendar(times: IntArray, out: dict[str, FloatArray]) -> None:
+    """Hour of day and day of week (Monday = 0) of the candle's open, UTC, as sin and cos."""
+    hour = (times // 3600) % 24
+    dow = (times // 86400 + 3) % 7
+    out["hod_sin"], out["hod_cos"] = np.sin(2 * np.pi * hour / 24), np.cos(2 * np.pi * hour / 24)
+    out["dow_sin"], out["dow_cos"] = np.sin(2 * np.pi * dow / 7), np.cos(2 * np.pi * dow / 7)
+
+
+def compute(d: Derived, rows: Rows) -> dict[str, FloatArray]:
+    """Every feature for the given rows of the grid (rows need ``LOOKBACK_MINUTES`` before them)."""
+    out: dict[str, FloatArray] = {}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        _volatility(d, rows, out)
+        _ranges(d, rows, out)
+        _returns(d, rows, out)
+        _volume(d, rows, out)
+        _momentum(d, rows, out)
+        _calendar(d.frame.times(rows.idx), out)
+    return out

@@ -1,0 +1,99 @@
+"""The feature set's definition: windows, parameters, names, warm-up and version.
+
+Everything a model depends on is declared here or in :mod:`.kernel`, and both are hashed into
+:data:`FEATURE_VERSION`, so any change of definition changes the version::
+
+    >>> FEATURE_VERSION.startswith(FEATURE_SET_NAME + "-")
+    True
+    >>> FEATURE_NAMES[:3]
+    ('rv_5m', 'rv_15m', 'rv_30m')
+    >>> WARMUP_MINUTES, HISTORY_MINUTES
+    (10080, 10140)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+FEATURE_SET_NAME = "rv60"
+"""The feature set: 1-minute candles in, features for a 60-minute-ahead volatility forecast."""
+
+MINUTE = 60
+HOUR_MINUTES = 60
+
+RV_WINDOWS = (5, 15, 30, 60, 240, 1440)
+"""Realized volatility windows (minutes)."""
+HAR_HOURS = (1, 4, 24, 168)
+"""HAR components (hours); 168 h is summed from clock-hour aggregates."""
+RANGE_WINDOWS = (15, 60, 240)
+"""Parkinson and Garman-Klass windows (minutes)."""
+RETURN_LAGS = (1, 5, 15, 60, 1440)
+"""Log-return horizons (minutes)."""
+VOLUME_WINDOW = 60
+VOLUME_BASELINE = 1440
+"""Quote volume: summed over 60 minutes, compared with its mean over 1440 minutes."""
+RSI_PERIOD = 14
+MACD_FAST, MACD_SLOW, MACD_SIGNAL = 12, 26, 9
+EMA_LOOKBACK = 300
+"""RSI and MACD run over exactly this many trailing minutes, seeded at the window's start, so
+their value does not depend on where a stream started ((25/27)^300 < 1e-10)."""
+MIN_COVERAGE = 0.8
+"""A window feature is undefined when fewer than this fraction of its minutes are present."""
+
+LONG_HAR_HOURS = HAR_HOURS[-1]
+LOOKBACK_MINUTES = max(*RV_WINDOWS, *RETURN_LAGS, VOLUME_BASELINE, EMA_LOOKBACK) + 1
+"""Minute slots a row needs before it (the oldest return needs the close before its window)."""
+WARMUP_MINUTES = LONG_HAR_HOURS * HOUR_MINUTES
+"""A row is warm once this many minutes of history precede it: every window is then covered."""
+HISTORY_MINUTES = WARMUP_MINUTES + HOUR_MINUTES
+"""Replay this many minutes of candles into a fresh state to rebuild it exactly (and warm)."""
+
+
+def _names() -> tuple[str, ...]:
+    names = [f"rv_{w}m" for w in RV_WINDOWS]
+    names += [f"lrv_{w}m" for w in RV_WINDOWS]
+    names += [f"har_{h}h" for h in HAR_HOURS]
+    names += [f"lhar_{h}h" for h in HAR_HOURS]
+    for est in ("pk", "gk"):
+        names += [f"{est}_{w}m" for w in RANGE_WINDOWS]
+        names += [f"l{est}_{w}m" for w in RANGE_WINDOWS]
+    names += [f"ret_{w}m" for w in RETURN_LAGS]
+    names += ["lqv_60m", "qv_ratio_24h", "qv_z_24h"]
+    names += [f"rsi_{RSI_PERIOD}", "macd", "macd_signal", "macd_hist"]
+    names += ["hod_sin", "hod_cos", "dow_sin", "dow_cos"]
+    return tuple(names)
+
+
+FEATURE_NAMES: tuple[str, ...] = _names()
+"""Column order used by models."""
+
+
+def _spec() -> dict[str, object]:
+    return {
+        "name": FEATURE_SET_NAME,
+        "names": FEATURE_NAMES,
+        "rv": RV_WINDOWS,
+        "har": HAR_HOURS,
+        "range": RANGE_WINDOWS,
+        "ret": RETURN_LAGS,
+        "volume": (VOLUME_WINDOW, VOLUME_BASELINE),
+        "rsi": RSI_PERIOD,
+        "macd": (MACD_FAST, MACD_SLOW, MACD_SIGNAL),
+        "ema_lookback": EMA_LOOKBACK,
+        "coverage": MIN_COVERAGE,
+        "warmup": WARMUP_MINUTES,
+    }
+
+
+def _version() -> str:
+    """Name plus a short hash of the spec and of the numeric kernel's source."""
+    digest = hashlib.sha256(json.dumps(_spec(), sort_keys=True).encode())
+    for module in ("kernel.py", "frame.py"):
+        digest.update((Path(__file__).parent / module).read_bytes())
+    return f"{FEATURE_SET_NAME}-{digest.hexdigest()[:12]}"
+
+
+FEATURE_VERSION = _version()
+"""Name plus a hash of the definitions (spec and kernel source)."""
