@@ -1,0 +1,242 @@
+"""The ingestor's I/O shell: poll CryptoCompare (or replay files) and publish RawBatches.
+
+- :class:`Publisher` sends RawBatches keyed by symbol to ``ticks.raw`` with ``send_batch`` and
+  moves the durable checkpoint only after the broker acknowledged them.
+- :class:`Poller` runs live polls and backfills: the newest page, then pages back with ``toTs`` to
+  the checkpoint, oldest first on output, only closed candles newer than the checkpoint.
+- :func:`replay` streams a file at a multiple of real time or as fast as the broker takes it.
+
+Upstream failures skip the poll (counted) and the loop goes on; broker failures raise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+
+from services.common import kafka
+from services.common.errors import ConfigError, UpstreamError
+from services.common.settings import Settings
+from services.common.topics import TICKS_RAW
+from services.ingestor import metrics
+from services.ingestor.checkpoint import CheckpointStore
+from services.ingestor.client import CryptoCompareClient, RetryPolicy
+from services.ingestor.core import (
+    Row,
+    drop_prehistory,
+    encode_batches,
+    is_zero_row,
+    lag_seconds,
+    newest_time,
+    page_back,
+    parse_speed,
+    require_api_key,
+    select_new,
+    symbol_from_filename,
+    valid_times,
+)
+from services.ingestor.errors import AuthRequired, HistoryUnavailable
+from services.ingestor.replay import after_checkpoint, iter_slices, paced
+from services.ingestor.settings import IngestorSettings
+
+log = logging.getLogger(__name__)
+
+
+async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep up to ``seconds``; True when ``stop`` was set meanwhile."""
+    if seconds > 0:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=seconds)
+    return stop.is_set()
+
+
+class Publisher:
+    """RawBatches to ``ticks.raw``, then the checkpoint (never before the ack)."""
+
+    def __init__(
+        self, producer: AIOKafkaProducer, store: CheckpointStore, chunk_size: int = 500
+    ) -> None:
+        self.producer = producer
+        self.store = store
+        self.chunk_size = chunk_size
+
+    async def publish(self, symbol: str, rows: Sequence[Row], source: str) -> int:
+        """Publish ``rows`` (oldest first) in chunks; returns the number of candles sent."""
+        if not rows:
+            return 0
+        values = encode_batches(symbol, rows, source, time.time(), self.chunk_size)
+        key = symbol.encode()
+        await kafka.send_batch(self.producer, TICKS_RAW, [(key, v) for v in values])
+        newest = newest_time(rows)
+        if newest is not None:
+            self.store.save(symbol, newest)
+            metrics.LAG.labels(symbol=symbol).set(lag_seconds(newest, time.time()))
+        metrics.PUBLISHED.labels(symbol=symbol, source=source).inc(len(rows))
+        log.debug(
+            "published",
+            extra={"symbol": symbol, "candle_time": newest, "candles": len(rows), "source": source},
+        )
+        return len(rows)
+
+
+class Poller:
+    """Live polling and backfill of minute candles for a set of symbols."""
+
+    def __init__(
+        self, client: CryptoCompareClient, publisher: Publisher, cfg: IngestorSettings
+    ) -> None:
+        self.client = client
+        self.publisher = publisher
+        self.cfg = cfg
+
+    async def collect(self, symbol: str, after: int | None, first_limit: int, reach_s: float = 0):
+        """Closed candles newer than ``after`` (oldest first); ``reach_s`` bounds a backfill."""
+        page = await self.client.histominute(symbol, first_limit)
+        open_time = newest_time(page.rows)
+        if open_time is None:
+            return []
+        if reach_s:
+            floor = open_time - int(reach_s) - 60
+            after = floor if after is None else max(after, floor)
+        pages = [page.rows]
+        oldest = min(valid_times(page.rows))
+        while after is not None and len(pages) < self.cfg.max_pages:
+            req = page_back(oldest, after, self.cfg.page_limit)
+            if req is None:
+                break
+            try:
+                page = await self.client.histominute(symbol, req.limit, to_ts=req.to_ts)
+            except HistoryUnavailable as exc:
+                log.warning(
+                    "gap older than the API keeps", extra={"symbol": symbol, "err": str(exc)}
+                )
+                break
+            times = valid_times(page.rows)
+            if not times or min(times) >= oldest or all(map(is_zero_row, page.rows)):
+                break
+            pages.append(page.rows)
+            oldest = min(times)
+        rows = [row for p in reversed(pages) for row in p]
+        return select_new(drop_prehistory(rows), after, open_time)
+
+    async def poll(self, symbol: str, source: str = "live", reach_s: float = 0) -> str:
+        """One poll (or backfill) of ``symbol``; returns the outcome label."""
+        first_limit = self.cfg.page_limit if reach_s else self.cfg.poll_limit
+        try:
+            after = self.publisher.store.load(symbol)
+            rows = await self.collect(symbol, after, first_limit, reach_s)
+        except AuthRequired as exc:
+            raise ConfigError(f"CryptoCompare refused the API key: {exc}") from exc
+        except UpstreamError as exc:
+            log.warning("poll skipped", extra={"symbol": symbol, "error": str(exc)[:200]})
+            outcome = "skipped"
+        else:
+            sent = await self.publisher.publish(symbol, rows, source)
+            outcome = "ok" if sent else "empty"
+            if sent:
+                log.info(
+                    "polled",
+                    extra={"symbol": symbol, "candles": sent, "candle_time": newest_time(rows)},
+                )
+        metrics.POLLS.labels(symbol=symbol, outcome=outcome).inc()
+        return outcome
+
+    async def run_live(self, symbols: Sequence[str], stop: asyncio.Event) -> None:
+        """Poll every symbol each ``poll_interval_s`` until ``stop`` is set."""
+        while not stop.is_set():
+            t0 = time.monotonic()
+            for symbol in symbols:
+                await self.poll(symbol)
+            await sleep_or_stop(stop, self.cfg.poll_interval_s - (time.monotonic() - t0))
+
+    async def backfill(self, symbols: Sequence[str], days: float) -> dict[str, str]:
+        """Page back ``days`` for each symbol (resuming after the checkpoint), oldest first."""
+        return {s: await self.poll(s, source="backfill", reach_s=days * 86400) for s in symbols}
+
+
+async def replay(
+    publisher: Publisher,
+    path: Path,
+    symbol: str,
+    speed: float | None,
+    stop: asyncio.Event,
+    resume: bool = False,
+) -> int:
+    """Publish a file's candles in order, paced (``speed``) or as fast as possible (None)."""
+    after = publisher.store.load(symbol) if resume else None
+    per_send = publisher.chunk_size * (20 if speed is None else 1)
+    slices = iter_slices(path, per_send)
+    groups = ((0.0, s) for s in slices) if speed is None else paced(slices, speed, 0.5, per_send)
+    t0, total = time.monotonic(), 0
+    for due, rows in groups:
+        if stop.is_set():
+            break
+        if await sleep_or_stop(stop, t0 + due - time.monotonic()):
+            break
+        total += await publisher.publish(symbol, after_checkpoint(rows, after), "replay")
+    log.info("replay finished", extra={"symbol": symbol, "candles": total, "file": str(path)})
+    return total
+
+
+def make_client(settings: Settings, cfg: IngestorSettings) -> CryptoCompareClient:
+    """The API client, refusing the real API without a key."""
+    key = (
+        settings.cryptocompare_api_key.get_secret_value()
+        if settings.cryptocompare_api_key
+        else None
+    )
+    require_api_key(settings.cryptocompare_base_url, key)
+    policy = RetryPolicy(
+        cfg.retry_attempts, cfg.retry_budget_s, cfg.retry_initial_s, cfg.retry_max_s
+    )
+    return CryptoCompareClient(
+        settings.cryptocompare_base_url,
+        key,
+        quote=settings.quote_symbol,
+        exchange=cfg.exchange,
+        timeout_s=cfg.http_timeout_s,
+        retry=policy,
+    )
+
+
+def replay_symbol(cfg: IngestorSettings, path: Path) -> str:
+    """``--symbol``, else the one the file name implies."""
+    symbol = cfg.replay_symbol or symbol_from_filename(path)
+    if not symbol:
+        raise ConfigError(f"cannot tell the symbol of {path.name}: pass --symbol")
+    return symbol.upper()
+
+
+async def run(settings: Settings, cfg: IngestorSettings, stop: asyncio.Event) -> int:
+    """Run the configured mode until done (backfill, replay) or ``stop`` (live)."""
+    if cfg.ingest_mode == "replay" and cfg.replay_file is None:
+        raise ConfigError("replay needs a file: --file PATH or REPLAY_FILE")
+    client = make_client(settings, cfg) if cfg.ingest_mode != "replay" else None
+    await kafka.ensure_topics(settings)
+    producer = kafka.make_producer(settings)
+    await producer.start()
+    try:
+        if cfg.ingest_mode == "replay":
+            assert cfg.replay_file is not None
+            store = CheckpointStore.under(settings.data_dir, "replay")
+            pub = Publisher(producer, store, cfg.chunk_size)
+            symbol, speed = replay_symbol(cfg, cfg.replay_file), parse_speed(cfg.replay_speed)
+            return await replay(pub, cfg.replay_file, symbol, speed, stop, cfg.replay_resume)
+        assert client is not None
+        pub = Publisher(producer, CheckpointStore.under(settings.data_dir), cfg.chunk_size)
+        poller = Poller(client, pub, cfg)
+        if cfg.ingest_mode == "backfill":
+            await poller.backfill(settings.symbols, cfg.backfill_days)
+        else:
+            await poller.run_live(settings.symbols, stop)
+        return 0
+    finally:
+        await producer.stop()
+        if client is not None:
+            await client.aclose()

@@ -1,0 +1,101 @@
+"""``volstream ingest live|backfill|replay`` and ``volstream emulator`` (plugin of the CLI)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+ingest_app = typer.Typer(help="Feed ticks.raw: poll CryptoCompare, backfill, or replay files.")
+
+Symbols = Annotated[
+    str | None, typer.Option("--symbols", help="comma-separated, e.g. BTC,ETH (default SYMBOLS)")
+]
+Metrics = Annotated[int | None, typer.Option(help="metrics port (default METRICS_PORT, 0: off)")]
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(ingest_app, name="ingest")
+    app.command(
+        "emulator",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        add_help_option=False,
+    )(emulator)
+
+
+def _run(overrides: dict[str, Any], symbols: str | None = None) -> None:
+    """Build settings with the command's overrides, then run like ``python -m``."""
+    import asyncio
+
+    from services.common.kafka import run_until_stopped
+    from services.common.logging import configure_logging
+    from services.common.metrics import serve_metrics
+    from services.common.settings import get_settings
+    from services.ingestor.app import run
+    from services.ingestor.settings import IngestorSettings
+
+    settings = get_settings()
+    if symbols:
+        settings = settings.model_copy(
+            update={"symbols": [s.strip().upper() for s in symbols.split(",")]}
+        )
+    cfg = IngestorSettings().model_copy(
+        update={k: v for k, v in overrides.items() if v is not None}
+    )
+    IngestorSettings.model_validate(cfg.model_dump())  # re-check the overridden values
+    configure_logging(settings.log_level, service="ingestor")
+    serve_metrics(cfg.metrics_port)
+    asyncio.run(run_until_stopped(lambda stop: run(settings, cfg, stop)))
+
+
+@ingest_app.command("live")
+def live(
+    symbols: Symbols = None,
+    interval: Annotated[float | None, typer.Option(help="seconds between polls")] = None,
+    metrics_port: Metrics = None,
+) -> None:
+    """Poll CryptoCompare (or the emulator) until Ctrl-C, gap-free from the checkpoint."""
+    _run(
+        {"ingest_mode": "live", "poll_interval_s": interval, "metrics_port": metrics_port}, symbols
+    )
+
+
+@ingest_app.command("backfill")
+def backfill(
+    days: Annotated[float, typer.Option(help="how many days back")] = 1.0,
+    symbols: Symbols = None,
+    metrics_port: Metrics = None,
+) -> None:
+    """Page back N days (2000 rows a call) and publish oldest first, then exit."""
+    _run({"ingest_mode": "backfill", "backfill_days": days, "metrics_port": metrics_port}, symbols)
+
+
+@ingest_app.command("replay")
+def replay(
+    file: Annotated[Path, typer.Option("--file", help="Parquet (shared layout) or CC JSON")],
+    speed: Annotated[str, typer.Option(help="multiple of real time, or 'max'")] = "max",
+    symbol: Annotated[str | None, typer.Option(help="default: from the file name")] = None,
+    chunk: Annotated[int | None, typer.Option(help="candles per RawBatch")] = None,
+    resume: Annotated[bool, typer.Option(help="continue after the replay checkpoint")] = False,
+    metrics_port: Metrics = None,
+) -> None:
+    """Replay real history into ticks.raw at X times real time or as fast as possible."""
+    _run(
+        {
+            "ingest_mode": "replay",
+            "replay_file": file,
+            "replay_speed": speed,
+            "replay_symbol": symbol,
+            "chunk_size": chunk,
+            "replay_resume": resume,
+            "metrics_port": metrics_port,
+        }
+    )
+
+
+def emulator(ctx: typer.Context) -> None:
+    """Run the CryptoCompare emulator (options: see ``volstream emulator --help``)."""
+    from services.ingestor.emulator import main
+
+    main(list(ctx.args))
