@@ -1,0 +1,163 @@
+"""Live accuracy: join each prediction with the realized volatility that the stream reveals
+``horizon`` minutes later, and keep rolling QLIKE and RMSE per model role. Pure, no I/O.
+
+The realized RV is computed exactly like the training target, from the closes on ``ticks.clean``:
+``RV(t) = sqrt(sum_{k=1..H} ln(c_{t+k} / c_{t+k-1})^2)`` over the 1-minute candles after the
+feature candle ``t``. A prediction resolves once all ``H + 1`` closes are known; one whose window
+has a gap (a missing candle) is dropped and counted, never guessed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import OrderedDict, deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from services.common.schemas import Prediction
+
+#: The training target's floor: ``log max(RV, 1e-5)`` (a flat hour is not log 0).
+RV_FLOOR = 1e-5
+
+
+def realized_rv(closes: list[float]) -> float:
+    """Square root of the sum of squared log returns of consecutive closes (floored).
+
+    >>> round(realized_rv([100.0, 101.0, 100.0]), 6)
+    0.014072
+    """
+    rv = math.sqrt(sum(math.log(b / a) ** 2 for a, b in itertools.pairwise(closes)))
+    return max(rv, RV_FLOOR)
+
+
+def qlike(rv_real: float, rv_pred: float) -> float:
+    """QLIKE loss on variances: ``r - ln r - 1`` with ``r = real / predicted`` (0 when exact).
+
+    >>> qlike(0.01, 0.01)
+    0.0
+    >>> round(qlike(0.02, 0.01), 4)
+    1.6137
+    """
+    r = (rv_real / rv_pred) ** 2
+    return r - math.log(r) - 1.0
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A prediction joined with what happened."""
+
+    prediction: Prediction
+    rv_real: float
+
+    @property
+    def log_error(self) -> float:
+        """Predicted minus realized log RV."""
+        return self.prediction.log_rv - math.log(self.rv_real)
+
+
+class RealizedJoiner:
+    """Holds recent closes per symbol and pending predictions; resolves them when possible."""
+
+    def __init__(self, horizon_minutes: int = 60, keep_minutes: int = 3 * 1440) -> None:
+        self.horizon = horizon_minutes
+        self.keep = keep_minutes
+        self._closes: dict[str, OrderedDict[int, float]] = {}
+        self._pending: dict[str, dict[tuple[int, str], Prediction]] = {}
+        self.dropped = 0
+
+    def add_closes(self, rows: Iterable[tuple[str, int, float]]) -> list[Resolved]:
+        """Record (symbol, candle time, close) rows; returns predictions that became resolvable."""
+        touched = set()
+        for symbol, t, close in rows:
+            book = self._closes.setdefault(symbol, OrderedDict())
+            book[t] = close
+            while len(book) > self.keep:
+                book.popitem(last=False)
+            touched.add(symbol)
+        return [r for s in touched for r in self._resolve(s)]
+
+    def add_predictions(self, preds: Iterable[Prediction]) -> list[Resolved]:
+        """Queue predictions (dedup by symbol, time and role); returns any already resolvable."""
+        touched = set()
+        for p in preds:
+            self._pending.setdefault(p.symbol, {})[(p.time, p.role)] = p
+            touched.add(p.symbol)
+        return [r for s in touched for r in self._resolve(s)]
+
+    def pending(self) -> int:
+        """Predictions still waiting for their realized value."""
+        return sum(len(v) for v in self._pending.values())
+
+    def _resolve(self, symbol: str) -> list[Resolved]:
+        book = self._closes.get(symbol)
+        pend = self._pending.get(symbol)
+        if not book or not pend:
+            return []
+        newest = next(reversed(book))
+        out = []
+        for key, pred in list(pend.items()):
+            end = pred.time + 60 * self.horizon
+            if newest < end:
+                continue
+            del pend[key]
+            closes = [book.get(pred.time + 60 * k) for k in range(self.horizon + 1)]
+            if any(c is None or c <= 0 for c in closes):
+                self.dropped += 1
+                continue
+            out.append(Resolved(pred, realized_rv(closes)))  # type: ignore[arg-type]
+        return out
+
+
+class RollingAccuracy:
+    """Rolling QLIKE and log-RV RMSE over the last ``window`` resolved predictions of one role.
+
+    >>> acc = RollingAccuracy(window=2)
+    >>> for pred, real in [(0.01, 0.01), (0.01, 0.02), (0.02, 0.02)]:
+    ...     acc.update(pred, real)
+    >>> round(acc.qlike(), 4), round(acc.rmse(), 4)
+    (0.8069, 0.4901)
+    """
+
+    def __init__(self, window: int = 1440) -> None:
+        self._q: deque[float] = deque(maxlen=window)
+        self._se: deque[float] = deque(maxlen=window)
+
+    def update(self, rv_pred: float, rv_real: float) -> None:
+        """Add one resolved prediction."""
+        self._q.append(qlike(rv_real, rv_pred))
+        self._se.append((math.log(rv_pred) - math.log(rv_real)) ** 2)
+
+    def __len__(self) -> int:
+        return len(self._q)
+
+    def qlike(self) -> float:
+        """Mean QLIKE over the window (NaN when empty)."""
+        return sum(self._q) / len(self._q) if self._q else math.nan
+
+    def rmse(self) -> float:
+        """Root mean squared error of log RV over the window (NaN when empty)."""
+        return math.sqrt(sum(self._se) / len(self._se)) if self._se else math.nan
+
+
+class LiveAccuracy:
+    """Per-role rolling accuracy plus ADWIN on the champion's absolute log error."""
+
+    def __init__(self, horizon_minutes: int = 60, window: int = 1440) -> None:
+        from river.drift import ADWIN
+
+        self.joiner = RealizedJoiner(horizon_minutes)
+        self.window = window
+        self.roles: dict[str, RollingAccuracy] = {}
+        self._adwin = ADWIN()
+
+    def observe(self, resolved: Iterable[Resolved]) -> int:
+        """Fold resolved predictions in; returns how many concept drifts ADWIN detected."""
+        drifts = 0
+        for r in resolved:
+            p = r.prediction
+            self.roles.setdefault(p.role, RollingAccuracy(self.window)).update(p.rv, r.rv_real)
+            if p.role == "champion":
+                self._adwin.update(abs(r.log_error))
+                drifts += int(self._adwin.drift_detected)
+        return drifts

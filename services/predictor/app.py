@@ -1,0 +1,117 @@
+"""The predictor process: one FastAPI app whose lifespan runs the scoring loop, the side consumer
+(realized closes and model events) and the registry poller in the same event loop.
+
+``build_service`` wires the state; ``create_app`` wraps it in HTTP. A background task that dies
+(the broker is gone, a bug) is an infrastructure failure: it is logged, ``/ready`` turns 503,
+and ``on_fatal`` (the server's shutdown in production) ends the process for the supervisor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import ORJSONResponse
+
+from services.common.settings import Settings
+from services.predictor.accuracy import LiveAccuracy
+from services.predictor.batcher import PredictBatcher
+from services.predictor.metrics import PredictorMetrics
+from services.predictor.middleware import BodyLimit, HttpMetrics
+from services.predictor.models import MlflowRegistry, ModelHolder, Registry
+from services.predictor.ring import PredictionRing
+from services.predictor.settings import PredictorSettings
+from services.predictor.stream import SideConsumer, StreamWorker, poll_models
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Service:
+    """Everything the routes and the loops share."""
+
+    settings: Settings
+    psettings: PredictorSettings
+    metrics: PredictorMetrics
+    holder: ModelHolder
+    ring: PredictionRing
+    accuracy: LiveAccuracy
+    worker: StreamWorker
+    side: SideConsumer
+    batcher: PredictBatcher
+    on_fatal: Callable[[BaseException], None] | None = None
+    failure: str | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def fatal(self, task: asyncio.Task[None]) -> None:
+        """Done-callback of the background tasks: a crash is fatal to the process."""
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        assert exc is not None
+        self.failure = f"{task.get_name()} failed: {type(exc).__name__}: {exc}"
+        log.critical(self.failure, exc_info=exc)
+        if self.on_fatal:
+            self.on_fatal(exc)
+
+
+def build_service(
+    settings: Settings, psettings: PredictorSettings, registry: Registry | None = None
+) -> Service:
+    """Wire the predictor's state (nothing starts here)."""
+    metrics = PredictorMetrics()
+    holder = ModelHolder(registry or MlflowRegistry(settings), metrics, psettings.psi_window)
+    ring = PredictionRing(psettings.ring_size)
+    accuracy = LiveAccuracy(psettings.horizon_minutes, psettings.accuracy_window)
+    worker = StreamWorker(settings, psettings, holder, ring, accuracy, metrics)
+    side = SideConsumer(settings, psettings, holder, accuracy, metrics)
+    observe = metrics.prediction_latency.labels("rest").observe
+    return Service(
+        settings, psettings, metrics, holder, ring, accuracy, worker, side, PredictBatcher(observe)
+    )
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Start the loops with the app; on shutdown let them finish their batch and commit."""
+    service: Service = app.state.service
+    stop = asyncio.Event()
+    loops: dict[str, Coroutine[Any, Any, None]] = {
+        "models": poll_models(service.holder, service.psettings, stop),
+        "stream": service.worker.run(stop),
+        "side": service.side.run(stop),
+    }
+    service.tasks = [asyncio.create_task(coro, name=name) for name, coro in loops.items()]
+    for task in service.tasks:
+        task.add_done_callback(service.fatal)
+    try:
+        yield
+    finally:
+        stop.set()
+        _done, pending = await asyncio.wait(service.tasks, timeout=15)
+        for task in pending:
+            task.cancel()
+
+
+def create_app(service: Service) -> FastAPI:
+    """The HTTP face of the service."""
+    from services.predictor.routes import health, metrics, model, predictions
+
+    app = FastAPI(
+        title="volstream predictor",
+        version="1",
+        summary="Realized-volatility forecasts (next 60 minutes) for crypto pairs",
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+    )
+    app.state.service = service
+    for module in (health, predictions, model, metrics):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimit, max_bytes=service.psettings.max_body_bytes)
+    app.add_middleware(HttpMetrics, metrics=service.metrics)
+    return app

@@ -1,0 +1,188 @@
+"""Pure scoring: decode feature vectors, sort out the ones that cannot be scored, score the rest
+in one XGBoost call per model, and build the Prediction messages.
+
+No Kafka, HTTP or MLflow here; the I/O shell (``stream.py``, ``routes/``) feeds plain data in.
+The model predicts the *log* realized volatility of the next hour; its variance bias factor
+``b`` (fitted on validation) scales the variance: ``log_rv = raw + ln(b) / 2``, ``rv = e^log_rv``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from services.common.errors import SchemaError
+from services.common.schemas import DeadLetter, DeadLetterReason, FeatureVector, Prediction, now
+
+STAGE = "predictor"
+
+
+class Bundle(Protocol):
+    """What the predictor needs of a registered model (``services.common.registry.ModelBundle``)."""
+
+    booster: Any
+    name: str
+    version: str
+    feature_names: list[str]
+    feature_version: str
+    bias_factor: float
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """One consumed record, as plain data (topic, partition, offset, key, value)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass
+class BatchResult:
+    """What one micro-batch became."""
+
+    predictions: list[Prediction] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    cold: int = 0
+    matrix: np.ndarray | None = None  # champion-ordered features of the scored vectors
+    scoring_s: float = 0.0
+    shadow_skipped: int = 0
+
+
+def feature_matrix(rows: Sequence[Mapping[str, float | None]], names: Sequence[str]) -> np.ndarray:
+    """Rows in model column order as float64; ``None`` or absent becomes NaN (XGBoost's missing).
+
+    >>> feature_matrix([{"a": 1.0, "b": None}, {"b": 2.0, "a": 3.0}], ["a", "b"]).tolist()
+    [[1.0, nan], [3.0, 2.0]]
+    """
+    if not rows:
+        return np.empty((0, len(names)))
+    return np.array([[r.get(n) for n in names] for r in rows], dtype=np.float64)
+
+
+def adjusted_log_rv(raw: np.ndarray, bias_factor: float) -> np.ndarray:
+    """The model's log RV with the variance bias factor applied.
+
+    >>> adjusted_log_rv(np.array([0.0]), math.e ** 2).tolist()
+    [1.0]
+    """
+    return raw + 0.5 * math.log(bias_factor)
+
+
+def score(bundle: Bundle, matrix: np.ndarray) -> np.ndarray:
+    """Log RV for each row, in one ``inplace_predict`` call (bias-adjusted)."""
+    if len(matrix) == 0:
+        return np.empty(0)
+    raw = np.asarray(bundle.booster.inplace_predict(matrix), dtype=np.float64).reshape(-1)
+    return adjusted_log_rv(raw, bundle.bias_factor)
+
+
+def vector_problem(fv: FeatureVector, bundle: Bundle) -> DeadLetterReason | None:
+    """Why this vector cannot be scored by ``bundle``, or None when it can."""
+    if fv.feature_version != bundle.feature_version:
+        msg = f"vector feature_version {fv.feature_version!r} != model's {bundle.feature_version!r}"
+        return DeadLetterReason(code="feature_version_mismatch", message=msg)
+    missing = [n for n in bundle.feature_names if n not in fv.features]
+    if missing:
+        return DeadLetterReason(code="missing_features", message=f"missing: {missing[:10]}")
+    return None
+
+
+def to_predictions(
+    vectors: Sequence[FeatureVector], log_rv: np.ndarray, bundle: Bundle, role: str, horizon: int
+) -> list[Prediction]:
+    """Prediction messages for scored vectors (one timestamp for the whole batch)."""
+    emitted = now()
+    return [
+        Prediction(
+            symbol=fv.symbol,
+            time=fv.time,
+            horizon_minutes=horizon,
+            rv=math.exp(lr),
+            log_rv=lr,
+            model_name=bundle.name,
+            model_version=bundle.version,
+            role=role,  # type: ignore[arg-type]
+            feature_version=fv.feature_version,
+            ingested_at=fv.ingested_at,
+            features_emitted_at=fv.emitted_at,
+            emitted_at=emitted,
+        )
+        for fv, lr in zip(vectors, log_rv.tolist(), strict=True)
+    ]
+
+
+def dead_letter(rec: RawRecord, reason: DeadLetterReason, fv: FeatureVector | None) -> DeadLetter:
+    """A DLQ message around the original bytes, with where it came from."""
+    return DeadLetter.wrap(
+        rec.value or b"",
+        stage=STAGE,
+        reasons=[reason],
+        source_topic=rec.topic,
+        source_partition=rec.partition,
+        source_offset=rec.offset,
+        key=rec.key.decode("utf-8", "replace") if rec.key is not None else None,
+        symbol=fv.symbol if fv else None,
+        event_time=fv.time if fv else None,
+    )
+
+
+def decode(rec: RawRecord) -> FeatureVector | DeadLetterReason:
+    """The vector in a record, or why it is malformed."""
+    if rec.value is None:
+        return DeadLetterReason(code="malformed", message="empty value (tombstone)")
+    try:
+        return FeatureVector.from_bytes(rec.value)
+    except SchemaError as exc:
+        return DeadLetterReason(code="malformed", message=str(exc)[:2000])
+
+
+def triage(
+    records: Sequence[RawRecord], champion: Bundle
+) -> tuple[list[FeatureVector], BatchResult]:
+    """Split records into scorable warm vectors, cold ones (counted) and dead letters."""
+    out = BatchResult()
+    warm: list[FeatureVector] = []
+    for rec in records:
+        fv = decode(rec)
+        if isinstance(fv, DeadLetterReason):
+            out.dead.append(dead_letter(rec, fv, None))
+            continue
+        if not fv.warm:
+            out.cold += 1
+            continue
+        problem = vector_problem(fv, champion)
+        if problem is not None:
+            out.dead.append(dead_letter(rec, problem, fv))
+            continue
+        warm.append(fv)
+    return warm, out
+
+
+def process(
+    records: Sequence[RawRecord], champion: Bundle, challenger: Bundle | None, horizon: int = 60
+) -> BatchResult:
+    """Score a micro-batch: champion predictions, shadow ones, dead letters, cold count."""
+    warm, out = triage(records, champion)
+    if not warm:
+        return out
+    out.matrix = feature_matrix([fv.features for fv in warm], champion.feature_names)
+    t0 = time.perf_counter()
+    log_rv = score(champion, out.matrix)
+    out.scoring_s = time.perf_counter() - t0
+    out.predictions = to_predictions(warm, log_rv, champion, "champion", horizon)
+    if challenger is not None:
+        ok = [fv for fv in warm if vector_problem(fv, challenger) is None]
+        out.shadow_skipped = len(warm) - len(ok)
+        shadow = score(
+            challenger, feature_matrix([fv.features for fv in ok], challenger.feature_names)
+        )
+        out.predictions += to_predictions(ok, shadow, challenger, "shadow", horizon)
+    return out

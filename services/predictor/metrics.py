@@ -1,0 +1,79 @@
+"""The predictor's Prometheus metrics, in a registry of their own (one per app instance, so
+tests can build several apps in one process). ``/metrics`` serves this registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+#: Sub-millisecond to seconds: scoring and HTTP handling.
+FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+#: Pipeline latencies: from milliseconds to a few minutes (replays land in +Inf).
+PIPELINE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class PredictorMetrics:
+    """Every metric the predictor exports."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        self.http_requests = Counter(
+            "http_requests", "HTTP requests", ["method", "route", "status"], registry=r
+        )
+        self.http_duration = Histogram(
+            "http_request_duration_seconds",
+            "HTTP request handling time",
+            ["method", "route"],
+            buckets=FAST_BUCKETS,
+            registry=r,
+        )
+        self.prediction_latency = Histogram(
+            "prediction_latency_seconds",
+            "XGBoost scoring time per call (scoring only)",
+            ["path"],
+            buckets=FAST_BUCKETS,
+            registry=r,
+        )
+        self.pipeline_latency = Histogram(
+            "pipeline_latency_seconds",
+            "From candle close / from ingest to prediction publish",
+            ["stage"],
+            buckets=PIPELINE_BUCKETS,
+            registry=r,
+        )
+        self.prediction_value = Gauge(
+            "model_prediction_value", "Latest predicted RV", ["symbol", "role"], registry=r
+        )
+        self.model_info = Gauge(
+            "model_info", "Loaded models (value 1)", ["name", "version", "role"], registry=r
+        )
+        self.reload_failures = Counter(
+            "model_reload_failures", "Model loads that failed (old model kept)", registry=r
+        )
+        self.reloads = Counter("model_reloads", "Model swaps", ["role"], registry=r)
+        self.vectors = Counter(
+            "predictor_vectors", "Feature vectors consumed, by outcome", ["outcome"], registry=r
+        )
+        self.predictions = Counter(
+            "predictor_predictions", "Predictions published", ["role"], registry=r
+        )
+        self.dead_letters = Counter(
+            "predictor_dead_letters", "Vectors sent to the DLQ", ["reason"], registry=r
+        )
+        self.feature_psi = Gauge("feature_psi", "PSI vs training", ["feature"], registry=r)
+        self.drift_ratio = Gauge(
+            "data_drift_ratio", "Share of features with PSI above threshold", registry=r
+        )
+        self.feature_ood = Counter(
+            "feature_ood", "Values outside the training range", ["feature"], registry=r
+        )
+        self.live_qlike = Gauge("model_live_qlike", "Rolling live QLIKE", ["role"], registry=r)
+        self.live_rmse = Gauge("model_live_rmse", "Rolling live log-RV RMSE", ["role"], registry=r)
+        self.resolved = Counter(
+            "model_resolved_predictions",
+            "Predictions joined with realized RV",
+            ["role"],
+            registry=r,
+        )
+        self.concept_drift = Counter(
+            "model_concept_drift", "ADWIN change detections on the error stream", registry=r
+        )

@@ -1,0 +1,139 @@
+"""The loaded models and their hot reload.
+
+``ModelHolder.models`` is one immutable :class:`ModelSet` (champion, challenger). A reload loads
+the new bundles in a worker thread while the old ones keep serving, then swaps the whole set with
+one reference assignment; a request or micro-batch that already took the old set finishes on it.
+A failed load keeps the old set and is reported (metric, log, ``last_error`` in ``/model``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from services.common.errors import ModelError
+from services.common.settings import Settings
+from services.predictor.core import Bundle
+from services.predictor.drift import DriftMonitor
+from services.predictor.metrics import PredictorMetrics
+
+log = logging.getLogger(__name__)
+
+
+class Registry(Protocol):
+    """Where bundles come from (the MLflow adapter in production)."""
+
+    def load(self, ref: str) -> Any: ...
+
+    def version(self, alias: str) -> str | None: ...
+
+
+class MlflowRegistry:
+    """The MLflow model registry, through ``services.common.registry``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def load(self, ref: str) -> Any:
+        from services.common.registry import load_bundle
+
+        return load_bundle(ref, self.settings)
+
+    def version(self, alias: str) -> str | None:
+        from services.common.registry import alias_version
+
+        return alias_version(alias, self.settings)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A bundle in service, with its data-drift monitor."""
+
+    bundle: Bundle
+    drift: DriftMonitor
+    loaded_at: float
+
+
+@dataclass(frozen=True)
+class ModelSet:
+    """What serves right now; replaced as a whole, never mutated."""
+
+    champion: LoadedModel | None = None
+    challenger: LoadedModel | None = None
+
+
+class ModelHolder:
+    """Owns the current ModelSet and swaps it."""
+
+    def __init__(self, registry: Registry, metrics: PredictorMetrics, psi_window: int) -> None:
+        self.registry = registry
+        self.metrics = metrics
+        self.psi_window = psi_window
+        self.models = ModelSet()
+        self.last_error: str | None = None
+        self.last_reload_at: float | None = None
+        self.loaded = asyncio.Event()
+        self._lock = asyncio.Lock()
+
+    async def reload(self, force: bool = False) -> bool:
+        """Bring the set up to the registry's aliases; True when it now matches them."""
+        async with self._lock:
+            old = self.models
+            try:
+                champion = await self._fetch("champion", old.champion, force)
+                challenger = await self._fetch("challenger", old.challenger, force)
+            except Exception as exc:  # any load failure: keep serving the old set
+                self._failed(exc, old)
+                return False
+            if challenger is not None and challenger.bundle.version == champion.bundle.version:
+                challenger = None
+            if (champion, challenger) != (old.champion, old.challenger):
+                self.models = ModelSet(champion, challenger)  # the atomic swap
+                self._swapped(old)
+            self.last_error = None
+            self.last_reload_at = time.time()
+            self.loaded.set()
+            return True
+
+    async def _fetch(self, alias: str, current: LoadedModel | None, force: bool) -> Any:
+        version = await asyncio.to_thread(self.registry.version, alias)
+        if version is None:
+            if alias == "champion":
+                raise ModelError("no model has the alias 'champion' in the registry")
+            return None
+        if current is not None and current.bundle.version == version and not force:
+            return current
+        bundle = await asyncio.to_thread(self.registry.load, version)
+        bundle.booster.set_param({"nthread": 1})  # single-row overhead: 1 thread is fastest
+        return LoadedModel(bundle, self._monitor(bundle), time.time())
+
+    def _monitor(self, bundle: Any) -> DriftMonitor:
+        return DriftMonitor(
+            bundle.feature_names, bundle.reference, bundle.feature_ranges, self.psi_window
+        )
+
+    def _failed(self, exc: Exception, old: ModelSet) -> None:
+        self.last_error = f"{type(exc).__name__}: {exc}"[:1000]
+        self.last_reload_at = time.time()
+        if old.champion is None and isinstance(exc, ModelError):
+            log.warning("no champion model yet", extra={"error": self.last_error})
+            return
+        self.metrics.reload_failures.inc()
+        log.error("model reload failed; keeping the old models", exc_info=exc)
+
+    def _swapped(self, old: ModelSet) -> None:
+        m = self.metrics
+        m.model_info.clear()
+        m.feature_psi.clear()
+        for role, lm in (("champion", self.models.champion), ("shadow", self.models.challenger)):
+            if lm is None:
+                continue
+            b = lm.bundle
+            m.model_info.labels(b.name, b.version, role).set(1)
+            prev = old.champion if role == "champion" else old.challenger
+            if prev is None or prev.bundle.version != b.version:
+                m.reloads.labels(role).inc()
+                log.info("model loaded", extra={"role": role, "version": b.version})

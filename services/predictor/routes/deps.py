@@ -1,0 +1,39 @@
+"""Shared route dependencies as ``Annotated`` aliases (async, so they never hit the threadpool)."""
+
+from __future__ import annotations
+
+import hmac
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import APIKeyHeader
+
+if TYPE_CHECKING:
+    from services.predictor.app import Service
+
+_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="ADMIN_API_KEY")
+
+
+async def get_service(request: Request) -> Service:
+    """The process's Service (set on the app at creation)."""
+    return request.app.state.service  # type: ignore[no-any-return]
+
+
+ServiceDep = Annotated["Service", Depends(get_service)]
+
+
+async def require_admin(
+    service: ServiceDep, key: Annotated[str | None, Security(_api_key)]
+) -> None:
+    """Admin calls need ``X-API-Key`` equal to ``ADMIN_API_KEY``: missing 401, wrong 403;
+    with no key configured the admin API is disabled (503)."""
+    configured = service.settings.admin_api_key
+    if configured is None or not configured.get_secret_value():
+        raise HTTPException(503, "admin API disabled: ADMIN_API_KEY is not set on the server")
+    if not key:
+        raise HTTPException(401, "missing X-API-Key header", headers={"WWW-Authenticate": "APIKey"})
+    if not hmac.compare_digest(key.encode(), configured.get_secret_value().encode()):
+        raise HTTPException(403, "wrong API key")
+
+
+AdminDep = Annotated[None, Depends(require_admin)]

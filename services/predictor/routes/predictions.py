@@ -1,0 +1,89 @@
+"""Predictions: the newest, a window from the ring buffer, and on-demand scoring."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi.responses import ORJSONResponse
+
+from services.common.schemas import SYMBOL_PATTERN, FeatureVector, Prediction, now
+from services.predictor.api import MAX_TIME, ErrorBody, PredictionList, PredictRequest
+from services.predictor.core import feature_matrix, to_predictions
+from services.predictor.routes.deps import ServiceDep
+
+router = APIRouter(tags=["predictions"])
+
+SymbolQuery = Annotated[str, Query(pattern=SYMBOL_PATTERN, examples=["BTC"])]
+JSON = "application/json"
+
+
+@router.get(
+    "/predictions/latest",
+    response_model=Prediction,
+    responses={404: {"model": ErrorBody, "description": "no prediction for this symbol yet"}},
+)
+async def latest(service: ServiceDep, symbol: SymbolQuery = "BTC") -> Response:
+    """The newest champion prediction for ``symbol`` (served pre-encoded from memory)."""
+    body = service.ring.latest_json(symbol)
+    if body is None:
+        raise HTTPException(404, f"no prediction for {symbol} yet")
+    return Response(body, media_type=JSON)
+
+
+@router.get("/predictions", response_model=PredictionList)
+async def window(
+    service: ServiceDep,
+    symbol: SymbolQuery = "BTC",
+    since: Annotated[int | None, Query(ge=0, le=MAX_TIME, description="feature time >=")] = None,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 100,
+) -> Response:
+    """Recent champion predictions from the in-memory ring, oldest first: the first ``limit``
+    at or after ``since``, or the newest ``limit`` without it."""
+    preds = service.ring.query(symbol, since, limit)
+    items = b",".join(p.to_bytes() for p in preds)
+    head = f'{{"symbol":"{symbol}","count":{len(preds)},"predictions":['.encode()
+    return Response(head + items + b"]}", media_type=JSON)
+
+
+_PREDICT_ERRORS = {
+    409: {"model": ErrorBody, "description": "feature_version differs from the model's"},
+    503: {"model": ErrorBody, "description": "no champion model loaded yet"},
+}
+
+
+@router.post("/predict", response_model=Prediction, responses=_PREDICT_ERRORS)  # type: ignore[arg-type]
+async def predict(service: ServiceDep, req: PredictRequest) -> Response:
+    """Score one feature vector with the champion. Missing features give 422 (field-level),
+    a different ``feature_version`` 409. Concurrent calls are scored in one XGBoost call."""
+    model = service.holder.models.champion
+    if model is None:
+        raise HTTPException(503, f"no champion model loaded ({service.holder.last_error})")
+    b = model.bundle
+    if req.feature_version != b.feature_version:
+        raise HTTPException(
+            409, f"feature_version {req.feature_version!r} != model's {b.feature_version!r}"
+        )
+    missing = [n for n in b.feature_names if n not in req.features]
+    if missing:
+        detail = [
+            {"type": "missing", "loc": ["body", "features", n], "msg": "Field required"}
+            for n in missing
+        ]
+        return ORJSONResponse({"detail": detail}, status_code=422)
+    log_rv = await service.batcher.submit(model, feature_matrix([req.features], b.feature_names)[0])
+    fv = FeatureVector.model_construct(
+        symbol=req.symbol,
+        time=req.time if req.time is not None else int(now()) // 60 * 60,
+        feature_version=req.feature_version,
+        warm=True,
+        features=req.features,
+        ingested_at=None,
+        emitted_at=now(),
+    )
+    import numpy as np
+
+    pred = to_predictions(
+        [fv], np.array([log_rv]), b, "champion", service.psettings.horizon_minutes
+    )
+    return Response(pred[0].to_bytes(), media_type=JSON)

@@ -1,0 +1,47 @@
+"""The predictor's own knobs (pydantic-settings; the field name upper-cased is the env var).
+
+Host, port, model name, MLflow URI and the admin key are shared settings
+(``services.common.settings``); everything here only concerns the predictor.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class PredictorSettings(BaseSettings):
+    """Frozen predictor settings, read once at start."""
+
+    model_config = SettingsConfigDict(env_file=None, frozen=True, extra="ignore")
+
+    metrics_port: int = 0
+    """``METRICS_PORT``: an extra Prometheus port; 0 (default) serves ``/metrics`` on the HTTP
+    port only."""
+    consumer_group: str = "predictor"
+    """``PREDICTOR_GROUP``-like knob: the consumer group on ``features``."""
+    model_poll_s: float = Field(default=30.0, gt=0)
+    """``MODEL_POLL_S``: fallback polling interval of the registry aliases (seconds)."""
+    model_wait_s: float = Field(default=5.0, gt=0)
+    """``MODEL_WAIT_S``: retry interval while no champion exists yet (seconds)."""
+    batch_max: int = Field(default=2000, ge=1)
+    """``BATCH_MAX``: largest micro-batch of feature vectors scored in one call."""
+    ring_size: int = Field(default=20_000, ge=1)
+    """``RING_SIZE``: champion predictions kept per symbol for ``GET /predictions``."""
+    psi_window: int = Field(default=1440, ge=10)
+    """``PSI_WINDOW``: scored vectors in the sliding window PSI is computed over."""
+    psi_threshold: float = 0.2
+    """``PSI_THRESHOLD``: a feature with PSI above it counts as drifted."""
+    accuracy_window: int = Field(default=1440, ge=1)
+    """``ACCURACY_WINDOW``: resolved predictions per role in the rolling QLIKE/RMSE."""
+    horizon_minutes: int = 60
+    """``HORIZON_MINUTES``: the forecast horizon (the models' target)."""
+    realized_offset_reset: Literal["earliest", "latest"] = "latest"
+    """``REALIZED_OFFSET_RESET``: where the side consumer of ``ticks.clean`` and
+    ``model.events`` starts (no group, nothing committed)."""
+    max_body_bytes: int = Field(default=65_536, ge=1024)
+    """``MAX_BODY_BYTES``: request bodies above this get 413."""
+    access_log: bool = False
+    """``ACCESS_LOG``: uvicorn access log (off: the metrics say it all, and it costs)."""

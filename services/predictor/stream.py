@@ -1,0 +1,265 @@
+"""The Kafka side of the predictor: the scoring loop on ``features`` and the side consumer of
+``ticks.clean`` (realized volatility) and ``model.events`` (reload triggers).
+
+No model yet: **wait-then-score**. The loop does not join the ``predictor`` group until a
+champion is loaded, so nothing is consumed and no vector is lost: the features wait in Kafka
+(retained for a week) and are scored from the group's committed offsets once a model arrives.
+Offsets are committed only after every prediction and dead letter of a micro-batch is acked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+
+from services.common import kafka
+from services.common.schemas import Candle, ModelEvent, Prediction
+from services.common.settings import Settings
+from services.common.topics import FEATURES, MODEL_EVENTS, PREDICTIONS, TICKS_CLEAN, TICKS_DLQ
+from services.predictor.accuracy import LiveAccuracy, Resolved
+from services.predictor.core import BatchResult, RawRecord, process
+from services.predictor.metrics import PredictorMetrics
+from services.predictor.models import ModelHolder, ModelSet
+from services.predictor.ring import PredictionRing
+from services.predictor.settings import PredictorSettings
+
+log = logging.getLogger(__name__)
+
+
+class _Assignment(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Tracks whether the group has handed us partitions (part of readiness)."""
+
+    def __init__(self) -> None:
+        self.joined = False
+        self.partitions: set[Any] = set()
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        self.partitions -= set(revoked)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.partitions = set(assigned)
+        self.joined = True
+        log.info("partitions assigned", extra={"partitions": sorted(str(p) for p in assigned)})
+
+
+def records_of(batch: dict[Any, list[Any]]) -> list[RawRecord]:
+    """aiokafka's getmany result as plain records."""
+    return [
+        RawRecord(tp.topic, tp.partition, r.offset, r.key, r.value)
+        for tp, recs in batch.items()
+        for r in recs
+    ]
+
+
+class StreamWorker:
+    """Consumes feature vectors, scores them, publishes predictions and dead letters."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        psettings: PredictorSettings,
+        holder: ModelHolder,
+        ring: PredictionRing,
+        accuracy: LiveAccuracy,
+        metrics: PredictorMetrics,
+    ) -> None:
+        self.settings, self.psettings = settings, psettings
+        self.holder, self.ring, self.accuracy, self.metrics = holder, ring, accuracy, metrics
+        self.assignment = _Assignment()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Wait for a champion, then score until ``stop`` is set."""
+        if not await _wait_either(self.holder.loaded, stop):
+            return
+        producer = kafka.make_producer(self.settings)
+        consumer = kafka.make_consumer(
+            group_id=self.psettings.consumer_group, settings=self.settings
+        )
+        consumer.subscribe([FEATURES], listener=self.assignment)
+        await producer.start()
+        await consumer.start()
+        try:
+            while not stop.is_set():
+                await self.step(consumer, producer)
+        finally:
+            self.assignment.joined = False
+            await consumer.stop()
+            await producer.stop()
+
+    async def step(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> int:
+        """One micro-batch: fetch, score, publish, commit. Returns the records handled."""
+        batch = await consumer.getmany(timeout_ms=200, max_records=self.psettings.batch_max)
+        records = records_of(batch)
+        if not records:
+            return 0
+        models = self.holder.models  # one snapshot for the whole batch
+        assert models.champion is not None  # run() waits for it
+        challenger = models.challenger.bundle if models.challenger else None
+        result = await asyncio.to_thread(
+            process, records, models.champion.bundle, challenger, self.psettings.horizon_minutes
+        )
+        await kafka.send_batch(
+            producer, PREDICTIONS, [(p.symbol.encode(), p.to_bytes()) for p in result.predictions]
+        )
+        await kafka.send_batch(
+            producer, TICKS_DLQ, [((d.key or "").encode(), d.to_bytes()) for d in result.dead]
+        )
+        await consumer.commit()
+        self._observe(result, models)
+        return len(records)
+
+    def _observe(self, result: BatchResult, models: ModelSet) -> None:
+        m = self.metrics
+        champ = [p for p in result.predictions if p.role == "champion"]
+        m.vectors.labels("scored").inc(len(champ))
+        m.vectors.labels("cold").inc(result.cold)
+        m.vectors.labels("dead").inc(len(result.dead))
+        for d in result.dead:
+            m.dead_letters.labels(d.reasons[0].code).inc()
+            log.warning("dead letter", extra=_dead_extra(d))
+        if not result.predictions:
+            return
+        m.prediction_latency.labels("stream").observe(result.scoring_s)
+        self.ring.extend(champ)
+        observe_predictions(m, result.predictions)
+        if models.champion is not None and result.matrix is not None:
+            observe_drift(m, models, result, self.psettings.psi_threshold)
+        observe_accuracy(m, self.accuracy, self.accuracy.joiner.add_predictions(result.predictions))
+
+
+def _dead_extra(d: Any) -> dict[str, Any]:
+    return {
+        "reason": d.reasons[0].code,
+        "symbol": d.symbol,
+        "candle_time": d.event_time,
+        "topic": d.source_topic,
+        "partition": d.source_partition,
+        "offset": d.source_offset,
+        "key": d.key,
+    }
+
+
+def observe_predictions(m: PredictorMetrics, preds: list[Prediction]) -> None:
+    """Prediction gauges and the pipeline latencies (to publish, i.e. now)."""
+    for p in preds:
+        m.prediction_value.labels(p.symbol, p.role).set(p.rv)
+        if p.role != "champion":
+            continue
+        m.predictions.labels("champion").inc()
+        m.pipeline_latency.labels("from_candle_close").observe(max(0.0, p.emitted_at - p.time - 60))
+        if p.ingested_at is not None:
+            m.pipeline_latency.labels("from_ingest").observe(max(0.0, p.emitted_at - p.ingested_at))
+    m.predictions.labels("shadow").inc(sum(p.role == "shadow" for p in preds))
+
+
+def observe_drift(
+    m: PredictorMetrics, models: ModelSet, result: BatchResult, threshold: float
+) -> None:
+    """Feed the champion's drift monitor and export PSI, drift ratio and OOD counts."""
+    assert models.champion is not None and result.matrix is not None
+    drift = models.champion.drift
+    for feature, n in drift.update_many(result.matrix).items():
+        m.feature_ood.labels(feature).inc(n)
+    for feature, value in drift.psi().items():
+        m.feature_psi.labels(feature).set(value)
+    m.drift_ratio.set(drift.drift_ratio(threshold))
+
+
+def observe_accuracy(m: PredictorMetrics, acc: LiveAccuracy, resolved: list[Resolved]) -> None:
+    """Fold resolved predictions into the rolling accuracy and export it."""
+    if not resolved:
+        return
+    m.concept_drift.inc(acc.observe(resolved))
+    for r in resolved:
+        m.resolved.labels(r.prediction.role).inc()
+    for role, roll in acc.roles.items():
+        m.live_qlike.labels(role).set(roll.qlike())
+        m.live_rmse.labels(role).set(roll.rmse())
+
+
+class SideConsumer:
+    """Group-less reader of ``ticks.clean`` (closes for live accuracy) and ``model.events``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        psettings: PredictorSettings,
+        holder: ModelHolder,
+        accuracy: LiveAccuracy,
+        metrics: PredictorMetrics,
+    ) -> None:
+        self.settings, self.psettings = settings, psettings
+        self.holder, self.accuracy, self.metrics = holder, accuracy, metrics
+        self.reload_task: asyncio.Task[bool] | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        consumer = kafka.make_consumer(
+            TICKS_CLEAN,
+            MODEL_EVENTS,
+            group_id=None,
+            settings=self.settings,
+            auto_offset_reset=self.psettings.realized_offset_reset,
+        )
+        await consumer.start()
+        try:
+            while not stop.is_set():
+                batch = await consumer.getmany(timeout_ms=200, max_records=5000)
+                self.handle(records_of(batch))
+        finally:
+            await consumer.stop()
+
+    def handle(self, records: Iterable[RawRecord]) -> None:
+        """Closes go to the realized-RV joiner; a matching model event triggers a reload."""
+        closes = []
+        for rec in records:
+            if rec.topic == MODEL_EVENTS:
+                self._on_event(rec)
+                continue
+            try:
+                c = Candle.from_bytes(rec.value or b"")
+            except ValueError:
+                continue  # the validator already dead-lettered it; not ours to judge
+            closes.append((c.symbol, c.time, c.close))
+        if closes:
+            observe_accuracy(self.metrics, self.accuracy, self.accuracy.joiner.add_closes(closes))
+
+    def _on_event(self, rec: RawRecord) -> None:
+        try:
+            event = ModelEvent.from_bytes(rec.value or b"")
+        except ValueError:
+            log.warning("unreadable model event", extra={"topic": rec.topic, "offset": rec.offset})
+            return
+        if event.model_name != self.settings.model_name or event.event not in (
+            "promoted",
+            "reload",
+        ):
+            return
+        log.info("model event: reloading", extra={"event": event.event, "version": event.version})
+        self.reload_task = asyncio.create_task(self.holder.reload(force=event.event == "reload"))
+
+
+async def poll_models(
+    holder: ModelHolder, psettings: PredictorSettings, stop: asyncio.Event
+) -> None:
+    """Load the champion as soon as one exists, then poll the aliases (the reload fallback)."""
+    while not stop.is_set():
+        await holder.reload()
+        every = psettings.model_poll_s if holder.models.champion else psettings.model_wait_s
+        await _wait_either(stop, None, timeout=every)
+
+
+async def _wait_either(
+    first: asyncio.Event, second: asyncio.Event | None, timeout: float | None = None
+) -> bool:
+    """Wait until ``first`` (True) or ``second`` (False) is set, or the timeout passes (False)."""
+    waits = [asyncio.create_task(first.wait())]
+    if second is not None:
+        waits.append(asyncio.create_task(second.wait()))
+    _done, pending = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    for t in pending:
+        t.cancel()
+    return first.is_set()

@@ -1,0 +1,58 @@
+"""Scoring a micro-batch of real feature vectors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from services.common.features import FEATURE_NAMES
+from services.predictor.core import RawRecord, feature_matrix, process, score
+
+
+def records(vecs: list, topic: str = "features") -> list[RawRecord]:
+    return [RawRecord(topic, 0, i, v.symbol.encode(), v.to_bytes()) for i, v in enumerate(vecs)]
+
+
+def test_warm_vectors_are_scored_cold_counted(calm_features, bundle, to_vectors) -> None:
+    vecs = to_vectors(calm_features.iloc[10000:10200])  # straddles the end of the warm-up
+    warm = [v for v in vecs if v.warm]
+    assert 0 < len(warm) < len(vecs)
+    out = process(records(vecs), bundle, None)
+    assert [p.time for p in out.predictions] == [v.time for v in warm]
+    assert out.cold == len(vecs) - len(warm) and out.dead == []
+    expected = bundle.booster.inplace_predict(
+        feature_matrix([v.features for v in warm], FEATURE_NAMES)
+    )
+    got = np.array([p.log_rv for p in out.predictions])
+    np.testing.assert_allclose(got, expected + 0.5 * math.log(bundle.bias_factor), rtol=1e-6)
+    assert all(math.isclose(p.rv, math.exp(p.log_rv)) for p in out.predictions)
+    assert all(p.role == "champion" and p.model_version == "1" for p in out.predictions)
+    assert out.predictions[0].features_emitted_at == warm[0].emitted_at
+
+
+def test_bad_vectors_become_dead_letters(calm_features, bundle, to_vectors) -> None:
+    good = to_vectors(calm_features.iloc[-3:])
+    other = to_vectors(calm_features.iloc[-1:], version="rv60-000000000000")[0]
+    lacking = good[0].model_copy(update={"features": {"rv_5m": 0.001}})
+    recs = records([*good, other, lacking])
+    recs.append(RawRecord("features", 1, 7, b"BTC", b'{"symbol": "BTC"}'))
+    recs.append(RawRecord("features", 1, 8, None, None))
+    out = process(recs, bundle, None)
+    assert len(out.predictions) == 3
+    codes = [d.reasons[0].code for d in out.dead]
+    assert codes == ["feature_version_mismatch", "missing_features", "malformed", "malformed"]
+    assert out.dead[0].payload() == other.to_bytes() and out.dead[0].symbol == "BTC"
+    assert (out.dead[2].source_partition, out.dead[2].source_offset) == (1, 7)
+
+
+def test_challenger_scores_in_shadow(
+    calm_candles, calm_features, bundle, make_bundle, to_vectors
+) -> None:
+    challenger = make_bundle(calm_candles, version="2", trees=10)
+    vecs = to_vectors(calm_features.iloc[-5:])
+    out = process(records(vecs), bundle, challenger)
+    roles = [(p.role, p.model_version) for p in out.predictions]
+    assert roles == [("champion", "1")] * 5 + [("shadow", "2")] * 5
+    shadow = score(challenger, feature_matrix([v.features for v in vecs], FEATURE_NAMES))
+    np.testing.assert_allclose([p.log_rv for p in out.predictions[5:]], shadow)
