@@ -128,7 +128,7 @@ SERVING: list[Recording | Alert] = [
         {"p95_s": 0.5},
         for_minutes=5,
         severity="critical",
-        summary="Prediction latency p95 is above {{ $value | humanizeDuration }}",
+        summary="Prediction latency p95 is {{ $value | humanizeDuration }}",
         description="The 5-minute p95 of prediction_latency_seconds has stayed above the"
         " threshold for 5 minutes: predictions reach users late.",
         signals=('volstream:prediction_latency_seconds:quantile5m{quantile="0.95"}',),

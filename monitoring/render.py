@@ -91,16 +91,12 @@ def render_prometheus(
 
 def local_prometheus() -> str:
     """The config ``volstream up`` runs: every target on 127.0.0.1."""
-    return render_prometheus(
-        {j.name: j.local for j in JOBS}, f"127.0.0.1:{ALERTMANAGER_PORT}"
-    )
+    return render_prometheus({j.name: j.local for j in JOBS}, f"127.0.0.1:{ALERTMANAGER_PORT}")
 
 
 def compose_prometheus() -> str:
     """The config for docker compose: targets by service name."""
-    return render_prometheus(
-        {j.name: j.compose for j in JOBS}, f"alertmanager:{ALERTMANAGER_PORT}"
-    )
+    return render_prometheus({j.name: j.compose for j in JOBS}, f"alertmanager:{ALERTMANAGER_PORT}")
 
 
 def _dump(doc: Any) -> str:
