@@ -172,7 +172,8 @@ MODEL: list[Recording | Alert] = [
         {"ratio": 2.0},
         for_minutes=15,
         severity="warning",
-        summary="Live QLIKE of the {{ $labels.role }} model is {{ $value | humanize }}x its test QLIKE",
+        summary="Live QLIKE of the {{ $labels.role }} model is {{ $value | humanize }}x"
+        " its test QLIKE",
         description="The model's live QLIKE on realized volatility is far above the QLIKE it scored"
         " on its test period for 15 minutes: retrain or roll back.",
         signals=("volstream:model_qlike_ratio",),

@@ -94,7 +94,7 @@ SERVICE = Dashboard(
                     "Prediction latency p50 / p95 / p99",
                     (Q("volstream:prediction_latency_seconds:quantile5m", "p{{quantile}}"),),
                     unit="s",
-                    description="XGBoost scoring time per call; PredictionLatencyHigh fires on p95.",
+                    description="XGBoost scoring time per call; PredictionLatencyHigh watches p95.",
                     threshold=("PredictionLatencyHigh", "p95_s"),
                 ),
             ),

@@ -1,4 +1,4 @@
-"""Fixtures for the monitoring unit tests: the Prometheus tools, skipped (with the fix) if absent."""
+"""Fixtures for the monitoring unit tests: the Prometheus tools, skipped with the fix if absent."""
 
 from __future__ import annotations
 
