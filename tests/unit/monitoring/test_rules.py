@@ -1,8 +1,8 @@
 """The alert rules: valid, current, unit-tested by promtool, and those tests catch broken rules.
 
 For every alert, each threshold is raised and lowered by half and ``for:`` is doubled and halved
-in a temporary copy of the rules; promtool must then fail that alert's test cases. This is what makes
-the promtool tests worth trusting: a test that passes whatever the threshold proves nothing.
+in a temporary copy of the rules; promtool must then fail that alert's test cases. This is what
+makes the promtool tests worth trusting: a test that passes whatever the threshold proves nothing.
 """
 
 from __future__ import annotations
