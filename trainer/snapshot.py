@@ -1,5 +1,8 @@
 """Snapshot a window of the candle lake into one Parquet file, the input of every retraining run.
 
+This is the I/O shell of the retraining DAG's first two steps (:func:`run_snapshot`,
+:func:`run_gate`); the checks themselves are pure, in :mod:`trainer.quality`.
+
 The lake is hive-partitioned, ``DATA_DIR/lake/candles/symbol=SYM/date=YYYY-MM-DD/*.parquet``. A
 snapshot freezes ``[start, end)`` for one symbol into a file in the shared candle layout (``time``
 int64 unix seconds, then ``open high low close volumefrom volumeto``, sorted by time), so the
@@ -12,6 +15,7 @@ Exact duplicate rows (an at-least-once writer replaying a batch) are dropped and
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +27,10 @@ import pyarrow.parquet as pq
 
 from services.common.errors import VolstreamError
 from services.common.schemas import CANDLE_FIELDS
+from services.common.settings import Settings, get_settings
+from trainer.quality import QualityThresholds, check_candles, profile_html
+
+log = logging.getLogger(__name__)
 
 LAKE_SUBDIR = Path("lake") / "candles"
 _PARTITIONING = ds.partitioning(
@@ -134,3 +142,69 @@ def seed_lake(candles: pd.DataFrame, data_dir: Path, symbol: str) -> Path:
         target = root / f"symbol={symbol}" / f"date={day}" / "seed.parquet"
         write_candles(part.drop(columns="date"), target)
     return root
+
+
+def snapshot_path(data_dir: Path, symbol: str, start: int, end: int) -> Path:
+    """Where the snapshot of a window lives: one file per window, so re-runs overwrite it.
+
+    >>> snapshot_path(Path("/d"), "BTC", 0, 60).as_posix()
+    '/d/snapshots/BTC/BTC_0_60.parquet'
+    """
+    return data_dir / "snapshots" / symbol / f"{symbol}_{start}_{end}.parquet"
+
+
+def run_snapshot(
+    symbol: str, start: int, end: int, settings: Settings | None = None
+) -> dict[str, Any]:
+    """The DAG's ``snapshot`` step: freeze the window from ``DATA_DIR``'s lake; plain data out."""
+    data_dir = (settings or get_settings()).data_dir
+    result = snapshot(data_dir, symbol, start, end, snapshot_path(data_dir, symbol, start, end))
+    log.info("snapshot written", extra={"symbol": symbol, **result.to_dict()})
+    return result.to_dict()
+
+
+def run_gate(
+    snap: dict[str, Any],
+    thresholds: QualityThresholds | None = None,
+    settings: Settings | None = None,
+    tags: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The DAG's ``quality_gate`` step: check a snapshot, log it to MLflow, raise on failure.
+
+    The report and an HTML data profile are logged (pass or fail) as artifacts of a
+    ``data-quality`` run in the symbol's experiment, so a refused window can be inspected.
+    """
+    df = pd.read_parquet(snap["path"])
+    report = check_candles(df, thresholds, window_end=int(snap["end"]))
+    title = f"{snap['symbol']} candles {snap['start']}..{snap['end']}"
+    _log_quality_run(
+        settings or get_settings(),
+        snap,
+        report.to_dict(),
+        profile_html(df, report, title=title),
+        tags or {},
+    )
+    log.info("quality gate", extra={"symbol": snap["symbol"], "passed": report.passed})
+    report.raise_for_failures()
+    return report.to_dict()
+
+
+def _log_quality_run(
+    settings: Settings,
+    snap: dict[str, Any],
+    report: dict[str, Any],
+    html: str,
+    tags: dict[str, str],
+) -> None:
+    import mlflow
+
+    from services.common.registry import experiment_name
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_experiment(experiment_name(snap["symbol"]))
+    run_tags = {"volstream.step": "data-quality", "passed": str(report["passed"]), **tags}
+    with mlflow.start_run(run_name="data-quality", tags=run_tags):
+        mlflow.log_params({k: snap[k] for k in ("symbol", "start", "end", "rows", "path")})
+        mlflow.log_metrics({f"data_{k}": v for k, v in report["stats"].items()})
+        mlflow.log_dict(report, "quality/report.json")
+        mlflow.log_text(html, "quality/data_profile.html")
