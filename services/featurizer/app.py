@@ -1,0 +1,216 @@
+"""The streaming featurizer's I/O shell: a faust-streaming app over ``ticks.clean``.
+
+One agent reads micro-batches (``stream.take_events``), rebuilds the state of partitions it has
+not seen (or that moved on elsewhere) from the log, computes features with :mod:`.core`,
+publishes FeatureVectors and dead letters with one gathered send, waits for the broker's acks,
+and only then commits the input offsets itself. The source topic has Faust's acks disabled, so
+Faust's own periodic commit never runs ahead of a flush (the prototype's lost candle). Any
+failure to publish or commit crashes the worker: it restarts from the committed offsets and
+rebuilds its state exactly, re-publishing at most one batch (duplicates with equal values).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import faust
+from aiokafka import AIOKafkaProducer
+from faust.types import TP
+
+from services.common import kafka
+from services.common.settings import Settings
+from services.common.topics import FEATURES, TICKS_CLEAN, TICKS_DLQ
+from services.featurizer import metrics, transport
+from services.featurizer.core import Featurizer, Outcome, Record
+from services.featurizer.history import read_partition
+from services.featurizer.settings import FeaturizerSettings
+
+log = logging.getLogger(__name__)
+
+
+class FeaturizerApp(faust.App):
+    """A Faust app that carries the consumer fetch wait read by :mod:`.transport`."""
+
+    fetch_max_wait_ms: int = transport.DEFAULT_FETCH_MAX_WAIT_MS
+
+
+def internal_topics(fs: FeaturizerSettings) -> list[tuple[str, int]]:
+    """Faust's own topics, created up front (Tansu would give auto-created ones 4 partitions)."""
+    return [(f"{fs.featurizer_app_id}-__assignor-__leader", 1)]
+
+
+def new_engine() -> Featurizer:
+    """The pure featurizer over the shared feature definitions."""
+    from services.common import features
+
+    return Featurizer(
+        online_factory=features.OnlineFeatures,
+        feature_version=features.FEATURE_VERSION,
+        history_minutes=features.HISTORY_MINUTES,
+    )
+
+
+def make_app(settings: Settings, fs: FeaturizerSettings) -> FeaturizerApp:
+    """The configured Faust app (no agents yet)."""
+    scheme = transport.register()
+    brokers = [f"{scheme}://{hp.strip()}" for hp in settings.bootstrap_servers.split(",")]
+    app = FeaturizerApp(
+        fs.featurizer_app_id,
+        broker=brokers,
+        broker_client_id=f"{fs.featurizer_app_id}-{fs.featurizer_worker_id}",
+        broker_session_timeout=fs.featurizer_session_timeout_s,
+        broker_heartbeat_interval=1.0,
+        broker_max_poll_records=max(fs.featurizer_batch_size, 500),
+        processing_guarantee="at_least_once",
+        consumer_auto_offset_reset="earliest",
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=1,
+        stream_buffer_maxsize=4 * fs.featurizer_batch_size,
+        store="memory://",
+        web_enabled=fs.featurizer_web_port > 0,
+        web_port=fs.featurizer_web_port or 6066,
+        web_bind="127.0.0.1",
+        producer_acks=-1,
+    )
+    app.fetch_max_wait_ms = fs.featurizer_fetch_max_wait_ms
+    return app
+
+
+class StreamFeaturizer:
+    """Micro-batch handler: state, publish, commit. Owned by the agent of :func:`build`."""
+
+    def __init__(self, app: FeaturizerApp, settings: Settings, engine: Featurizer) -> None:
+        self.app = app
+        self.settings = settings
+        self.engine = engine
+        self.producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        self.producer = kafka.make_producer(self.settings)
+        await self.producer.start()
+
+    async def stop(self) -> None:
+        producer, self.producer = self.producer, None
+        if producer is not None:
+            await producer.stop()
+
+    def on_assigned(self, assigned: set[TP]) -> None:
+        """Drop the state of partitions this worker no longer owns."""
+        mine = {tp.partition for tp in assigned if tp.topic == TICKS_CLEAN}
+        self.engine.retain(mine)
+        metrics.STATE_PARTITIONS.set(len(self.engine.partitions))
+        metrics.STATE_SYMBOLS.set(self.engine.symbol_count)
+        log.info("partitions assigned", extra={"topic": TICKS_CLEAN, "partitions": sorted(mine)})
+
+    async def handle(self, records: Sequence[Record]) -> Outcome:
+        """Process one micro-batch end to end; returns what was published."""
+        t0 = time.perf_counter()
+        for partition, upto in self.engine.stale(records).items():
+            await self._rebuild(partition, upto)
+        t1 = time.perf_counter()
+        out = self.engine.process(records)
+        t2 = time.perf_counter()
+        await self._publish(out)
+        t3 = time.perf_counter()
+        if out.commit:
+            offsets = {TP(TICKS_CLEAN, p): o for p, o in out.commit.items()}
+            await self.app.consumer.commit_offsets(offsets)  # type: ignore[attr-defined]
+        self._observe(out, len(records), time.perf_counter() - t0)
+        print('BATCH', len(records), time.perf_counter() - t0, t1-t0, t2-t1, t3-t2, time.perf_counter()-t3, flush=True)
+        return out
+
+    async def _rebuild(self, partition: int, upto: int) -> None:
+        t0 = time.perf_counter()
+        history = await read_partition(self.settings, partition, upto)
+        self.engine.rebuild(partition, history, upto)
+        metrics.REBUILDS.inc()
+        symbols = sorted(self.engine.partitions[partition].symbols)
+        log.info(
+            "state rebuilt from history",
+            extra={
+                "topic": TICKS_CLEAN,
+                "partition": partition,
+                "offset": upto,
+                "records": len(history),
+                "symbols": symbols,
+                "seconds": round(time.perf_counter() - t0, 3),
+            },
+        )
+
+    async def _publish(self, out: Outcome) -> None:
+        assert self.producer is not None, "start() first"
+        records = [(v.symbol.encode(), v.to_bytes()) for v in out.features]
+        await kafka.send_batch(self.producer, FEATURES, records)
+        if out.dead:
+            dead = [((d.symbol or "").encode() or None, d.to_bytes()) for d in out.dead]
+            await kafka.send_batch(self.producer, TICKS_DLQ, dead)
+            for d in out.dead:
+                log.warning(
+                    "dead-lettered",
+                    extra={
+                        "symbol": d.symbol,
+                        "candle_time": d.event_time,
+                        "topic": TICKS_CLEAN,
+                        "partition": d.source_partition,
+                        "offset": d.source_offset,
+                        "reason": d.codes[0],
+                    },
+                )
+
+    def _observe(self, out: Outcome, n: int, seconds: float) -> None:
+        metrics.PROCESSING_SECONDS.observe(seconds)
+        metrics.BATCH_CANDLES.observe(n)
+        for v in out.features:
+            metrics.FEATURES_EMITTED.labels(v.symbol).inc()
+        for symbol, k in out.late.items():
+            metrics.LATE_CANDLES.labels(symbol).inc(k)
+        for symbol, k in out.replayed.items():
+            metrics.REPLAYED_CANDLES.labels(symbol).inc(k)
+        metrics.BAD_RECORDS.inc(sum(1 for d in out.dead if d.codes[0] != "late"))
+        metrics.STATE_PARTITIONS.set(len(self.engine.partitions))
+        metrics.STATE_SYMBOLS.set(self.engine.symbol_count)
+
+
+def build(settings: Settings, fs: FeaturizerSettings, engine: Featurizer | None = None) -> Any:
+    """The Faust app with its agent wired to a :class:`StreamFeaturizer`."""
+    app = make_app(settings, fs)
+    handler = StreamFeaturizer(app, settings, engine or new_engine())
+    source = app.topic(
+        TICKS_CLEAN,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        acks=False,
+        partitions=settings.topic_partitions,
+    )
+
+    @app.agent(source, name="featurize")
+    async def featurize(stream: faust.StreamT) -> None:
+        await handler.start()
+        try:
+            async for events in stream.take_events(
+                fs.featurizer_batch_size, within=fs.featurizer_batch_within_s
+            ):
+                await handler.handle([_record(e) for e in events])
+        except Exception as exc:
+            log.exception("featurizer batch failed; crashing the worker to recover from log")
+            await app.crash(exc)
+            raise
+        finally:
+            await handler.stop()
+
+    @app.on_partitions_assigned.connect
+    async def _assigned(sender: Any, assigned: set[TP], **_: Any) -> None:
+        handler.on_assigned(assigned)
+
+    app.featurizer = handler  # type: ignore[attr-defined]
+    return app
+
+
+def _record(event: faust.EventT) -> Record:
+    m = event.message
+    return Record(m.partition, m.offset, m.key, m.value or b"")

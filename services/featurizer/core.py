@@ -1,0 +1,332 @@
+"""The featurizer's pure logic: per-partition state, late/replay triage, output messages.
+
+No Kafka here. :class:`Featurizer` takes records of ``ticks.clean`` (partition, offset, key,
+value bytes) and returns the FeatureVectors and DeadLetters to publish; the Faust shell in
+``app.py`` reads them from the broker, publishes the outputs and commits.
+
+Recovery contract (why the state is exact after kill -9, restart and rebalance):
+
+- every partition's state is a pure function of that partition's log up to ``next_offset``;
+- a partition is *stale* when unseen or when a record arrives beyond ``next_offset`` (it was
+  processed elsewhere meanwhile); the shell then re-reads the log up to that record and calls
+  :meth:`Featurizer.rebuild`, which replays the same triage and keeps the last
+  ``HISTORY_MINUTES`` of accepted candles, all the online features need;
+- records below ``next_offset`` are re-deliveries (a rebalance seeks back to the committed
+  offset) and are skipped;
+- a candle at or before its symbol's last time is a *replay* when identical to the candle
+  accepted at that time (an upstream retry; dropped) and *late* otherwise (dead-lettered).
+
+Warm-up: every closed candle yields a FeatureVector; ``warm`` is false until the feature
+module's ``WARMUP_MINUTES`` of history are covered (the predictor scores warm vectors only).
+
+    >>> f = Featurizer(online_factory=_CountingOnline, feature_version="demo-1", history_minutes=5)
+    >>> recs = [Record(0, i, b"BTC", _candle_bytes("BTC", 60 * i)) for i in range(3)]
+    >>> out = f.process(recs)
+    >>> [v.time for v in out.features], out.features[-1].features
+    ([0, 60, 120], {'n': 3.0})
+    >>> out = f.process([Record(0, 3, b"BTC", _candle_bytes("BTC", 60))])   # identical replay
+    >>> len(out.features), dict(out.replayed)
+    (0, {'BTC': 1})
+    >>> out = f.process([Record(0, 4, b"BTC", _candle_bytes("BTC", 60, close=2.0))])
+    >>> out.dead[0].codes, dict(out.late)
+    (['late'], {'BTC': 1})
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+from services.common.errors import SchemaError
+from services.common.schemas import (
+    CANDLE_FIELDS,
+    Candle,
+    DeadLetter,
+    DeadLetterReason,
+    FeatureVector,
+    now,
+)
+from services.common.topics import TICKS_CLEAN
+
+STAGE = "featurizer"
+#: How far back an identical re-delivered candle is recognised as a replay, not late.
+REPLAY_WINDOW_MINUTES = 1440
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record of ``ticks.clean`` as read from the broker."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
+class FeatureRowLike(Protocol):
+    time: int
+    warm: bool
+    features: dict[str, float | None]
+
+
+class OnlineLike(Protocol):
+    last_time: int | None
+
+    def update_many(self, candles: Sequence[Any]) -> list[Any]: ...
+
+    def restore(self, candles: Sequence[Any]) -> None: ...
+
+
+OnlineFactory = Callable[[str], OnlineLike]
+
+
+@dataclass
+class SymbolState:
+    """One symbol's online features plus the recent accepted candles (for replay detection)."""
+
+    symbol: str
+    online: OnlineLike
+    last_time: int | None = None
+    recent: dict[int, tuple[float, ...]] = field(default_factory=dict)
+    order: deque[int] = field(default_factory=deque)
+
+    def triage(self, candle: Candle) -> str:
+        """``accept`` (newer than the state), ``replay`` (identical re-delivery) or ``late``."""
+        if self.last_time is None or candle.time > self.last_time:
+            return "accept"
+        return "replay" if self.recent.get(candle.time) == _values(candle) else "late"
+
+    def remember(self, candle: Candle) -> None:
+        """Record an accepted candle; forget those older than the replay window."""
+        self.last_time = candle.time
+        self.recent[candle.time] = _values(candle)
+        self.order.append(candle.time)
+        horizon = candle.time - REPLAY_WINDOW_MINUTES * 60
+        while self.order and self.order[0] <= horizon:
+            self.recent.pop(self.order.popleft(), None)
+
+
+@dataclass
+class PartitionState:
+    """The state rebuilt from, and advanced along, one partition of ``ticks.clean``."""
+
+    next_offset: int
+    symbols: dict[str, SymbolState] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    """What one micro-batch produced, and the positions to commit once it is published."""
+
+    features: list[FeatureVector] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    late: Counter[str] = field(default_factory=Counter)
+    replayed: Counter[str] = field(default_factory=Counter)
+    commit: dict[int, int] = field(default_factory=dict)
+
+
+class Featurizer:
+    """Per-partition, per-symbol online features over ``ticks.clean`` records."""
+
+    def __init__(
+        self, online_factory: OnlineFactory, feature_version: str, history_minutes: int
+    ) -> None:
+        self.online_factory = online_factory
+        self.feature_version = feature_version
+        self.history_s = history_minutes * 60
+        self.partitions: dict[int, PartitionState] = {}
+
+    @property
+    def symbol_count(self) -> int:
+        """Symbols held in memory (the ``featurizer_state_symbols`` gauge)."""
+        return sum(len(p.symbols) for p in self.partitions.values())
+
+    def stale(self, records: Iterable[Record]) -> dict[int, int]:
+        """Partitions needing a rebuild, mapped to the offset to rebuild up to (exclusive)."""
+        out: dict[int, int] = {}
+        expected = {p: s.next_offset for p, s in self.partitions.items()}
+        for rec in records:
+            if rec.partition in out:
+                continue
+            nxt = expected.get(rec.partition)
+            if nxt is None or rec.offset > nxt:
+                out[rec.partition] = rec.offset
+            else:
+                expected[rec.partition] = max(nxt, rec.offset + 1)
+        return out
+
+    def retain(self, partitions: Iterable[int]) -> None:
+        """Forget the partitions not assigned to this worker any more."""
+        keep = set(partitions)
+        for p in [p for p in self.partitions if p not in keep]:
+            del self.partitions[p]
+
+    def rebuild(self, partition: int, history: Iterable[Record], upto: int) -> None:
+        """Recreate a partition's state from its log records with offsets below ``upto``."""
+        triage = _Triage()
+        for rec in history:
+            if rec.offset < upto:
+                candle = _parse(rec)
+                if candle is not None:
+                    triage.add(candle)
+        state = PartitionState(next_offset=upto)
+        for symbol, accepted in triage.accepted.items():
+            sym = self._new_symbol(symbol)
+            tail = [c for c in accepted if c.time > accepted[-1].time - self.history_s]
+            sym.online.restore(tail)
+            for c in accepted[-REPLAY_WINDOW_MINUTES:]:
+                sym.remember(c)
+            state.symbols[symbol] = sym
+        self.partitions[partition] = state
+
+    def process(self, records: Sequence[Record]) -> Outcome:
+        """Triage a micro-batch and compute the features of every accepted candle.
+
+        Partitions must be fresh (see :meth:`stale`); unseen ones start empty at the first offset.
+        """
+        out = Outcome()
+        pending: dict[tuple[int, str], list[Candle]] = {}
+        for rec in records:
+            state = self.partitions.setdefault(rec.partition, PartitionState(rec.offset))
+            if rec.offset < state.next_offset:
+                continue  # re-delivered after a rebalance: already published
+            state.next_offset = rec.offset + 1
+            out.commit[rec.partition] = rec.offset + 1
+            self._triage_one(rec, state, out, pending)
+        stamp = now()
+        for (partition, symbol), candles in pending.items():
+            sym = self.partitions[partition].symbols[symbol]
+            rows = sym.online.update_many(candles)
+            out.features += [self._vector(symbol, r, c, stamp) for r, c in zip(rows, candles)]
+        return out
+
+    def _triage_one(
+        self,
+        rec: Record,
+        state: PartitionState,
+        out: Outcome,
+        pending: dict[tuple[int, str], list[Candle]],
+    ) -> None:
+        try:
+            candle = Candle.from_bytes(rec.value)
+        except SchemaError as exc:
+            out.dead.append(_dead(rec, "schema", str(exc)))
+            return
+        sym = state.symbols.get(candle.symbol)
+        if sym is None:
+            sym = state.symbols[candle.symbol] = self._new_symbol(candle.symbol)
+        verdict = sym.triage(candle)
+        if verdict == "accept":
+            sym.remember(candle)
+            pending.setdefault((rec.partition, candle.symbol), []).append(candle)
+        elif verdict == "replay":
+            out.replayed[candle.symbol] += 1
+        else:
+            out.late[candle.symbol] += 1
+            msg = f"candle time {candle.time} <= symbol's current time {sym.last_time}"
+            out.dead.append(_dead(rec, "late", msg, candle))
+
+    def _new_symbol(self, symbol: str) -> SymbolState:
+        return SymbolState(symbol=symbol, online=self.online_factory(symbol))
+
+    def _vector(self, symbol: str, row: Any, candle: Candle, stamp: float) -> FeatureVector:
+        if row.time != candle.time:
+            raise RuntimeError(f"{symbol}: feature row {row.time} for candle {candle.time}")
+        return FeatureVector(
+            symbol=symbol,
+            time=row.time,
+            feature_version=self.feature_version,
+            warm=bool(row.warm),
+            features=row.features,
+            ingested_at=candle.ingested_at,
+            emitted_at=stamp,
+        )
+
+
+class _Triage:
+    """The live triage replayed over a log, keeping only the accepted candles per symbol."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, SymbolState] = {}
+        self.accepted: dict[str, list[Candle]] = {}
+
+    def add(self, candle: Candle) -> None:
+        sym = self.states.get(candle.symbol)
+        if sym is None:
+            sym = self.states[candle.symbol] = SymbolState(candle.symbol, online=_NoOnline())
+        if sym.triage(candle) == "accept":
+            sym.remember(candle)
+            self.accepted.setdefault(candle.symbol, []).append(candle)
+
+
+class _NoOnline:
+    last_time: int | None = None
+
+    def update_many(self, candles: Sequence[Any]) -> list[Any]:
+        return []
+
+    def restore(self, candles: Sequence[Any]) -> None:
+        pass
+
+
+def _values(candle: Candle) -> tuple[float, ...]:
+    return tuple(float(getattr(candle, f)) for f in CANDLE_FIELDS)
+
+
+def _parse(rec: Record) -> Candle | None:
+    try:
+        return Candle.from_bytes(rec.value)
+    except SchemaError:
+        return None
+
+
+def _dead(rec: Record, code: str, message: str, candle: Candle | None = None) -> DeadLetter:
+    return DeadLetter.wrap(
+        rec.value,
+        stage=STAGE,
+        reasons=[DeadLetterReason(code=code, message=message)],
+        source_topic=TICKS_CLEAN,
+        source_partition=rec.partition,
+        source_offset=rec.offset,
+        key=rec.key.decode("utf-8", "replace") if rec.key is not None else None,
+        symbol=candle.symbol if candle else None,
+        event_time=candle.time if candle else None,
+    )
+
+
+# --- doctest helpers: a toy online state (counts candles) and candle bytes ------------------
+
+
+@dataclass
+class _ToyRow:
+    time: int
+    warm: bool
+    features: dict[str, float | None]
+
+
+class _CountingOnline:
+    def __init__(self, symbol: str) -> None:
+        self.last_time: int | None = None
+        self.n = 0
+
+    def update_many(self, candles: Sequence[Candle]) -> list[_ToyRow]:
+        rows = []
+        for c in candles:
+            self.n += 1
+            self.last_time = c.time
+            rows.append(_ToyRow(c.time, self.n >= 2, {"n": float(self.n)}))
+        return rows
+
+    def restore(self, candles: Sequence[Candle]) -> None:
+        self.update_many(candles)
+
+
+def _candle_bytes(symbol: str, time: int, close: float = 1.0) -> bytes:
+    return orjson.dumps(
+        {"symbol": symbol, "time": time, "open": 1.0, "high": 2.0, "low": 0.5, "close": close}
+        | {"volumefrom": 1.0, "volumeto": 1.0}
+    )

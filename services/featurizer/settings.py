@@ -1,0 +1,35 @@
+"""The featurizer's own knobs (environment variables), next to the shared :mod:`services.common.settings`."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class FeaturizerSettings(BaseSettings):
+    """Settings of the streaming featurizer and the lake archiver. Frozen: read once."""
+
+    model_config = SettingsConfigDict(env_file=None, frozen=True, extra="ignore")
+
+    metrics_port: int = Field(default=9103, ge=0)
+    """``METRICS_PORT``: Prometheus endpoint (0 disables it, as tests do)."""
+    featurizer_app_id: str = "volstream-featurizer"
+    """``FEATURIZER_APP_ID``: the Faust app id, hence the consumer group every worker joins."""
+    featurizer_web_port: int = Field(default=6066, ge=0)
+    """``FEATURIZER_WEB_PORT``: Faust's web server; give each worker its own, 0 disables it."""
+    featurizer_worker_id: str = "0"
+    """``FEATURIZER_WORKER_ID``: names this worker in logs and in its Kafka client id."""
+    featurizer_batch_size: int = Field(default=2000, ge=1)
+    """``FEATURIZER_BATCH_SIZE``: candles per micro-batch (``stream.take_events``)."""
+    featurizer_batch_within_s: float = Field(default=0.05, gt=0)
+    """``FEATURIZER_BATCH_WITHIN_S``: longest wait to fill a micro-batch."""
+    featurizer_fetch_max_wait_ms: int = Field(default=10, ge=0)
+    """``FEATURIZER_FETCH_MAX_WAIT_MS``: Faust's consumer fetch wait (Faust hard-codes 1500)."""
+    featurizer_session_timeout_s: float = Field(default=10.0, ge=6.0)
+    """``FEATURIZER_SESSION_TIMEOUT_S``: group session timeout (Tansu joins take half of it)."""
+    archiver_group_id: str = "volstream-lake"
+    """``ARCHIVER_GROUP_ID``: consumer group of the lake archiver."""
+    archiver_batch_size: int = Field(default=20_000, ge=1)
+    """``ARCHIVER_BATCH_SIZE``: most candles written per lake flush."""
+    archiver_flush_s: float = Field(default=1.0, gt=0)
+    """``ARCHIVER_FLUSH_S``: longest time candles wait in memory before a lake flush."""

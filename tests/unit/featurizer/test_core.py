@@ -1,0 +1,166 @@
+"""The featurizer's pure logic: triage, offsets, rebuild, output messages (no broker)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from services.common.schemas import Candle, DeadLetter
+from services.featurizer.core import Featurizer, Record
+
+
+@dataclass
+class Row:
+    time: int
+    warm: bool
+    features: dict[str, float | None]
+
+
+class WindowSum:
+    """Toy online state: the sum of closes over the last 3 minutes (time-based window)."""
+
+    def __init__(self, symbol: str) -> None:
+        self.last_time: int | None = None
+        self.closes: dict[int, float] = {}
+
+    def update_many(self, candles: Sequence[Candle]) -> list[Row]:
+        rows = []
+        for c in candles:
+            t = c.time
+            assert self.last_time is None or t > self.last_time
+            self.last_time = t
+            self.closes[t] = c.close
+            window = [v for k, v in self.closes.items() if k > t - 180]
+            rows.append(Row(t, len(window) == 3, {"sum3": sum(window)}))
+        return rows
+
+    def restore(self, candles: Sequence[Candle]) -> None:
+        self.update_many(candles)
+
+
+def candle(symbol: str, minute: int, close: float | None = None, **extra: Any) -> bytes:
+    c = Candle(
+        symbol=symbol,
+        time=60 * minute,
+        open=1.0,
+        high=3.0,
+        low=0.5,
+        close=float(minute) if close is None else close,
+        volumefrom=1.0,
+        volumeto=2.0,
+        **extra,
+    )
+    return c.to_bytes()
+
+
+def engine() -> Featurizer:
+    return Featurizer(online_factory=WindowSum, feature_version="toy-1", history_minutes=3)
+
+
+def records(partition: int, symbol: str, minutes: list[int], first_offset: int = 0) -> list[Record]:
+    return [
+        Record(partition, first_offset + i, symbol.encode(), candle(symbol, m))
+        for i, m in enumerate(minutes)
+    ]
+
+
+def test_one_vector_per_candle_with_version_and_timestamps() -> None:
+    f = engine()
+    recs = [
+        Record(0, i, b"BTC", candle("BTC", i, ingested_at=1000.0 + i)) for i in range(1, 5)
+    ]
+    out = f.process(recs)
+    assert [(v.symbol, v.time) for v in out.features] == [("BTC", 60 * i) for i in range(1, 5)]
+    assert [v.warm for v in out.features] == [False, False, True, True]
+    assert out.features[-1].features == {"sum3": 2.0 + 3.0 + 4.0}
+    assert {v.feature_version for v in out.features} == {"toy-1"}
+    assert [v.ingested_at for v in out.features] == [1001.0, 1002.0, 1003.0, 1004.0]
+    assert all(v.emitted_at >= v.ingested_at for v in out.features)  # type: ignore[operator]
+    assert out.commit == {0: 5}
+    assert out.dead == []
+
+
+def test_late_candle_is_dead_lettered_and_leaves_state_intact() -> None:
+    clean, dirty = engine(), engine()
+    minutes = [1, 2, 3, 4, 5]
+    expect = clean.process(records(0, "BTC", minutes)).features
+    recs = records(0, "BTC", minutes[:3])
+    recs.append(Record(0, 3, b"BTC", candle("BTC", 2, close=99.0)))  # out of order, different
+    recs += records(0, "BTC", minutes[3:], first_offset=4)
+    out = dirty.process(recs)
+    assert [v.model_dump(exclude={"emitted_at"}) for v in out.features] == [
+        v.model_dump(exclude={"emitted_at"}) for v in expect
+    ]
+    assert len(out.dead) == 1 and out.late == {"BTC": 1}
+    dead = DeadLetter.from_bytes(out.dead[0].to_bytes())
+    assert dead.codes == ["late"] and dead.stage == "featurizer"
+    assert (dead.source_partition, dead.source_offset, dead.event_time) == (0, 3, 120)
+    assert Candle.from_bytes(dead.payload()).close == 99.0
+
+
+def test_identical_redelivery_is_a_replay_not_late() -> None:
+    f = engine()
+    f.process(records(0, "BTC", [1, 2, 3]))
+    out = f.process([Record(0, 3, b"BTC", candle("BTC", 2))])
+    assert out.features == [] and out.dead == []
+    assert out.replayed == {"BTC": 1}
+    assert out.commit == {0: 4}
+
+
+def test_offsets_below_the_position_are_skipped() -> None:
+    f = engine()
+    f.process(records(0, "BTC", [1, 2, 3]))
+    out = f.process(records(0, "BTC", [2, 3, 4], first_offset=1))
+    assert [v.time for v in out.features] == [240]
+    assert out.replayed == {} and out.dead == []
+
+
+def test_unreadable_record_is_dead_lettered_with_schema_reason() -> None:
+    f = engine()
+    out = f.process([Record(1, 0, b"BTC", orjson.dumps({"symbol": "BTC"}))])
+    assert out.features == []
+    assert out.dead[0].codes == ["schema"]
+    assert out.dead[0].source_partition == 1 and out.commit == {1: 1}
+
+
+def test_stale_partitions() -> None:
+    f = engine()
+    assert f.stale(records(0, "BTC", [1, 2])) == {0: 0}
+    f.process(records(0, "BTC", [1, 2]))
+    assert f.stale(records(0, "BTC", [3, 4], first_offset=2)) == {}
+    assert f.stale(records(0, "BTC", [1, 2, 3], first_offset=1)) == {}
+    assert f.stale(records(0, "BTC", [9], first_offset=7)) == {0: 7}
+    assert f.stale(records(2, "ETH", [1], first_offset=5)) == {2: 5}
+
+
+def test_rebuild_then_continue_equals_uninterrupted() -> None:
+    log = records(0, "BTC", list(range(1, 10)))
+    log.insert(5, Record(0, 99, b"BTC", candle("BTC", 3, close=7.0)))  # late
+    log.insert(7, Record(0, 99, b"BTC", candle("BTC", 4)))  # replay
+    log += records(0, "ETH", list(range(1, 10)))
+    log = [Record(r.partition, i, r.key, r.value) for i, r in enumerate(log)]
+    key = lambda v: (v.symbol, v.time, v.warm, v.features)  # noqa: E731
+    for cut in range(1, len(log)):
+        uninterrupted = engine()
+        uninterrupted.process(log[:cut])
+        expect = uninterrupted.process(log[cut:])
+        f = engine()
+        f.rebuild(0, log, upto=cut)  # only offsets below the cut count
+        assert f.stale(log[cut:]) == {}
+        got = f.process(log[cut:])
+        assert [key(v) for v in got.features] == [key(v) for v in expect.features]
+        assert [d.to_bytes() for d in got.dead] == [d.to_bytes() for d in expect.dead] or [
+            d.source_offset for d in got.dead
+        ] == [d.source_offset for d in expect.dead]
+        assert got.replayed == expect.replayed and got.commit == expect.commit
+
+
+def test_retain_forgets_revoked_partitions() -> None:
+    f = engine()
+    f.process(records(0, "BTC", [1]) + records(1, "ETH", [1]) + records(2, "SOL", [1]))
+    assert f.symbol_count == 3
+    f.retain({1})
+    assert set(f.partitions) == {1} and f.symbol_count == 1
