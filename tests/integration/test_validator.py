@@ -1,0 +1,221 @@
+"""The validator against the real embedded broker: DLQ counts by reason, restarts, kill -9, and
+the real two-year file end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow.parquet as pq
+import pytest
+from aiokafka.structs import TopicPartition
+from prometheus_client import CollectorRegistry
+
+from services.common import kafka
+from services.common.schemas import DeadLetter, RawBatch
+from services.common.settings import Settings
+from services.common.topics import TICKS_CLEAN, TICKS_DLQ, TICKS_RAW
+from services.validator import rules as r
+from services.validator.app import Validator
+from services.validator.metrics import ValidatorMetrics
+from services.validator.settings import ValidatorSettings
+
+pytestmark = pytest.mark.integration
+
+TWO_YEARS = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+TWO_YEARS = TWO_YEARS / "btcusdt_1m_2023-2024.parquet"
+#: A fixed "now" for in-process runs: just after the real file's last candle.
+NOW = 1_735_689_600.0
+
+
+def real_batches(rows_per_batch: int = 1000, limit: int | None = None) -> Iterator[RawBatch]:
+    """RawBatches of real candles from the two-year file, oldest first."""
+    pf = pq.ParquetFile(TWO_YEARS)
+    seen = 0
+    for part in pf.iter_batches(batch_size=rows_per_batch):
+        rows = part.to_pylist()
+        if limit is not None:
+            rows = rows[: limit - seen]
+        if not rows:
+            return
+        seen += len(rows)
+        yield RawBatch(
+            batch_id=RawBatch.make_id("BTC", rows),
+            symbol="BTC",
+            source="replay",
+            fetched_at=time.time(),
+            candles=rows,
+        )
+
+
+async def produce(settings: Settings, payloads: list[tuple[bytes, bytes]]) -> None:
+    """Send (key, value) records to ticks.raw in order, in chunks of 50."""
+    producer = kafka.make_producer(settings)
+    await producer.start()
+    try:
+        for i in range(0, len(payloads), 50):
+            await kafka.send_batch(producer, TICKS_RAW, payloads[i : i + 50])
+    finally:
+        await producer.stop()
+
+
+async def read_all(
+    settings: Settings, topic: str, expect: int, idle_s: float = 2.0, timeout_s: float = 120
+) -> list[Any]:
+    """Every record of ``topic`` once ``expect`` arrived and nothing more came for ``idle_s``."""
+    consumer = kafka.make_consumer(group_id=None, settings=settings)
+    await consumer.start()
+    parts = consumer.partitions_for_topic(topic) or set()
+    if not parts:
+        await consumer.topics()
+        parts = consumer.partitions_for_topic(topic) or set()
+    consumer.assign([TopicPartition(topic, p) for p in parts])
+    await consumer.seek_to_beginning()
+    got: list[Any] = []
+    quiet_since = time.monotonic()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200, max_records=20_000)
+            for recs in batch.values():
+                got += [rec.value for rec in recs]
+            if batch:
+                quiet_since = time.monotonic()
+            elif len(got) >= expect and time.monotonic() - quiet_since >= idle_s:
+                break
+    finally:
+        await consumer.stop()
+    return got
+
+
+def times_of(values: list[bytes]) -> Counter[tuple[str, int]]:
+    """(symbol, time) -> how many times it is on ticks.clean."""
+    docs = (orjson.loads(v) for v in values)
+    return Counter((d["symbol"], d["time"]) for d in docs)
+
+
+def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    return registry.get_sample_value(name, labels) or 0.0
+
+
+class InProcess:
+    """A validator running as a task in this event loop, stopped by the context's exit."""
+
+    def __init__(self, settings: Settings, group: str = "validator", **options: Any) -> None:
+        self.registry = CollectorRegistry()
+        opts = ValidatorSettings(metrics_port=0, group_id=group, **options)
+        self.validator = Validator(settings, opts, ValidatorMetrics(self.registry), lambda: NOW)
+        self.stop = asyncio.Event()
+
+    async def __aenter__(self) -> InProcess:
+        self.task = asyncio.create_task(self.validator.run(self.stop))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop.set()
+        await asyncio.wait_for(self.task, 30)
+
+    async def wait_batches(self, n: int, timeout_s: float = 60) -> None:
+        """Until ``n`` messages are judged, sent and committed (metrics follow the commit)."""
+        deadline = time.monotonic() + timeout_s
+        while self.batches() < n:
+            assert time.monotonic() < deadline, f"only {self.batches()} of {n} batches judged"
+            assert not self.task.done(), self.task.exception()
+            await asyncio.sleep(0.1)
+
+    def batches(self) -> float:
+        return sum(sample(self.registry, "validator_batches_total", outcome=o) for o in OUTCOMES)
+
+
+OUTCOMES = ("accepted", "rejected", "malformed")
+
+
+def good(start: int, n: int, source: str = "replay") -> RawBatch:
+    rows = [
+        {"time": start + 60 * i, "open": 100.0, "high": 101.0, "low": 99.0, "close": 100.5}
+        | {"volumefrom": 1.0, "volumeto": 100.5}
+        for i in range(n)
+    ]
+    return RawBatch(
+        batch_id=RawBatch.make_id("BTC", rows),
+        symbol="BTC",
+        source=source,  # type: ignore[arg-type]
+        fetched_at=NOW,
+        candles=rows,
+    )
+
+
+def broken(raw: RawBatch, changes: dict[int, dict[str, Any]]) -> RawBatch:
+    rows = [{**row, **changes.get(i, {})} for i, row in enumerate(raw.candles)]
+    return raw.model_copy(update={"candles": rows})
+
+
+T = 1_735_000_020 - 1_735_000_020 % 60  # a minute boundary before NOW
+
+
+async def test_mix_of_good_and_bad_batches_gives_exact_dlq_counts(settings: Settings) -> None:
+    await kafka.ensure_topics(settings)
+    first = good(T, 300)
+    mix = [
+        first,  # 300 clean
+        broken(good(T + 18_000, 200), {5: {"high": 1.0}, 9: {"close": None}}),  # 198 clean, 2 rows
+        broken(good(T + 30_000, 100), {1: {"volumeto": -1.0}, 2: {"low": 500.0}}),  # too many
+        good(T + 40_000 - 40_000 % 60, 0),  # empty: too few rows
+        first.model_copy(update={"candles": first.candles[::-1]}),  # non-monotonic
+        good(T + 50_000 - 50_000 % 60, 10, source="live"),  # stale live batch
+        first,  # replayed: 300 duplicates, nothing emitted
+    ]
+    payloads = [(b"BTC", b.to_bytes()) for b in mix] + [(b"BTC", b"\x00garbage"), (None, b"[]")]
+    await produce(settings, payloads)
+    async with InProcess(settings) as v:
+        await v.wait_batches(len(payloads))
+    clean = await read_all(settings, TICKS_CLEAN, expect=498)
+    letters = [DeadLetter.from_bytes(x) for x in await read_all(settings, TICKS_DLQ, expect=8)]
+    assert len(clean) == 498 and all(n == 1 for n in times_of(clean).values())
+    assert Counter(d.codes[0] for d in letters) == {
+        r.HIGH_BELOW_BODY: 1,
+        r.RECORD_SCHEMA: 1,
+        r.TOO_MANY_INVALID: 1,
+        r.TOO_FEW_ROWS: 1,
+        r.NON_MONOTONIC_TIME: 1,
+        r.STALE_BATCH: 1,
+        r.NOT_JSON: 1,
+        r.NOT_RAW_BATCH: 1,
+    }
+    garbage = next(d for d in letters if d.codes == [r.NOT_JSON])
+    assert garbage.payload() == b"\x00garbage" and garbage.source_topic == TICKS_RAW
+    # conservation, from the exported counters
+    reg = v.registry
+    records = sum(
+        s.value for m in reg.collect() for s in m.samples if s.name == "validator_records_total"
+    )
+    assert (
+        records == sample(reg, "validator_records_in_total") == 300 + 200 + 100 + 0 + 300 + 10 + 300
+    )
+    assert sample(reg, "validator_records_total", outcome="clean", reason="ok") == 498
+    assert sample(reg, "validator_records_total", outcome="duplicate", reason="duplicate") == 300
+    assert sample(reg, "validator_batches_total", outcome="malformed") == 2
+    # the batches join up; the two dead-lettered rows leave two missing minutes in the output
+    assert sample(reg, "validator_gap_minutes_total", symbol="BTC") == 2
+
+
+async def test_marks_come_back_from_ticks_clean(settings: Settings) -> None:
+    """A fresh group (no committed offsets: the worst crash) re-reads everything, emits nothing."""
+    await kafka.ensure_topics(settings)
+    batches = [good(T + 60 * 100 * i, 100) for i in range(5)]
+    await produce(settings, [(b"BTC", b.to_bytes()) for b in batches])
+    async with InProcess(settings, group="first") as v:
+        await v.wait_batches(5)
+    async with InProcess(settings, group="second", recover_window=7) as again:
+        await again.wait_batches(5)
+    assert (
+        sample(again.registry, "validator_records_total", outcome="duplicate", reason="duplicate")
+        == 500
+    )
+    clean = await read_all(settings, TICKS_CLEAN, expect=500)
+    assert len(clean) == 500 and set(times_of(clean).values()) == {1}
