@@ -1,0 +1,32 @@
+"""The lag exporter's own knobs (environment variables)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from monitoring.targets import LAG_EXPORTER_PORT
+
+
+class LagExporterSettings(BaseSettings):
+    """Settings of the lag exporter. Frozen: read once."""
+
+    model_config = SettingsConfigDict(env_file=None, frozen=True, extra="ignore")
+
+    metrics_port: int = Field(default=LAG_EXPORTER_PORT, ge=0)
+    """``METRICS_PORT``: where ``/metrics`` is served (0 disables it, as tests do)."""
+    lag_poll_interval_s: float = Field(default=5.0, gt=0)
+    """``LAG_POLL_INTERVAL_S``: seconds between two reads of offsets."""
+    lag_groups: Annotated[list[str], NoDecode] = []
+    """``LAG_GROUPS``: comma-separated consumer groups to watch; empty: every group found."""
+    lag_timeout_s: float = Field(default=5.0, gt=0)
+    """``LAG_TIMEOUT_S``: limit of each admin request and of each end-offset read."""
+
+    @field_validator("lag_groups", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [g.strip() for g in value.split(",") if g.strip()]
+        return value
