@@ -8,7 +8,10 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 .PHONY: setup run test test-fast lint typecheck bench chaos system-setup airflow-setup monitoring-setup down clean
 
 ## setup: idempotent; installs uv if missing, creates .venv from uv.lock (the project + dev tools)
-setup: $(VENV)/.synced
+setup: $(VENV)/.synced tools/s3rver/node_modules/.installed
+tools/s3rver/node_modules/.installed: tools/s3rver/package-lock.json
+	npm ci --prefix tools/s3rver --no-audit --no-fund --loglevel=error
+	@touch $@
 $(VENV)/.synced: pyproject.toml uv.lock
 	@command -v uv >/dev/null 2>&1 || [ -x "$(HOME)/.local/bin/uv" ] || python3 -m pip install --user --quiet uv || python3 -m pip install --quiet uv
 	$(UV) sync --frozen --python python3.11

@@ -82,8 +82,9 @@ def main() -> None:
     feed = work / "feed.parquet"
     n = slice_history(source, live_start, live_start + 10 * 86400, feed)
     log.info("accelerated feed", extra={"candles": n, "speed": demo.speed})
-    volstream("ingest", "replay", "--file", str(feed), "--symbol", demo.symbol,
-              "--speed", str(demo.speed))
+    volstream(
+        "ingest", "replay", "--file", str(feed), "--symbol", demo.symbol, "--speed", str(demo.speed)
+    )
     log.info("demo feed finished: the shared history is exhausted")
 
 

@@ -17,16 +17,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import httpx
 import typer
 
 from services.cli.supervisor import Layout, Program, Supervisor, running_pid, stop_pid
+from services.common import durable as durable_mode
 from services.common.broker import port_open, tansu_binary, wait_for_broker
 from services.common.settings import REPO_ROOT, Settings, get_settings
 
-MLFLOW_PORT = 5000
 EMULATOR_PORT = 8765
+S3_PORT = 9000
 PY = sys.executable
 
 
@@ -53,24 +55,28 @@ def _base_env(settings: Settings) -> dict[str, str]:
     }
 
 
-def plan(settings: Settings, *, demo: bool, emulator: bool, airflow: bool) -> list[Program]:
+def plan(
+    settings: Settings,
+    *,
+    demo: bool,
+    emulator: bool = False,
+    airflow: bool = False,
+    durable: bool = False,
+    monitoring: bool = True,
+) -> list[Program]:
     """Every program the stack may run, in start order."""
     var, env = settings.var_dir, _base_env(settings)
     url = f"tcp://{settings.broker_host}:{settings.broker_port}"
-    progs = [
-        Program(
-            "broker",
-            [
-                tansu_binary(),
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                url,
-                "--storage-engine",
-                "memory://tansu/",
-            ],
-        ),
+    mlflow_port = urlsplit(settings.mlflow_tracking_uri).port or 5000
+    storage, broker_env = "memory://tansu/", {}
+    progs = []
+    if durable:
+        progs.append(Program("s3", durable_mode.s3rver_command(var / "s3", S3_PORT)))
+        storage, broker_env = durable_mode.STORAGE_URL, durable_mode.broker_env(S3_PORT)
+    broker_cmd = [tansu_binary(), "broker", "--listener-url", url]
+    broker_cmd += ["--advertised-listener-url", url, "--storage-engine", storage]
+    progs += [
+        Program("broker", broker_cmd, env=broker_env),
         Program(
             "mlflow",
             [
@@ -81,7 +87,7 @@ def plan(settings: Settings, *, demo: bool, emulator: bool, airflow: bool) -> li
                 "--host",
                 "127.0.0.1",
                 "--port",
-                str(MLFLOW_PORT),
+                str(mlflow_port),
                 "--workers",
                 "1",
                 "--backend-store-uri",
@@ -105,7 +111,8 @@ def plan(settings: Settings, *, demo: bool, emulator: bool, airflow: bool) -> li
         )
     if _exists("monitoring.lag_exporter"):
         progs.append(Program("lag-exporter", [PY, "-m", "monitoring.lag_exporter"], env=env))
-    progs += _monitoring_programs(var)
+    if monitoring:
+        progs += _monitoring_programs(var)
     if emulator and _exists("services.ingestor.emulator"):
         progs.append(
             Program(
@@ -175,6 +182,12 @@ def up(
         bool, typer.Option(help="run the CryptoCompare emulator + live ingestor")
     ] = False,
     airflow: Annotated[bool, typer.Option(help="run Airflow standalone on 127.0.0.1:8080")] = False,
+    durable: Annotated[
+        bool, typer.Option(help="keep the broker's log on disk (s3rver under var/s3)")
+    ] = False,
+    monitoring: Annotated[
+        bool, typer.Option(help="run Prometheus + Alertmanager when installed")
+    ] = True,
 ) -> None:
     """Start the local stack in the foreground; Ctrl-C (or `volstream down`) stops everything."""
     settings = get_settings()
@@ -184,7 +197,14 @@ def up(
         raise typer.Exit(1)
     for d in ("mlflow", "prometheus", "alertmanager", "airflow", "data"):
         (settings.var_dir / d).mkdir(parents=True, exist_ok=True)
-    programs = plan(settings, demo=demo, emulator=emulator, airflow=airflow)
+    programs = plan(
+        settings,
+        demo=demo,
+        emulator=emulator,
+        airflow=airflow,
+        durable=durable,
+        monitoring=monitoring,
+    )
     sup = Supervisor(layout)
     stopping = False
 
@@ -215,16 +235,27 @@ def _start_in_order(
     if settings.embedded_broker:
         if port_open(settings.broker_host, settings.broker_port):
             raise typer.BadParameter(f"port {settings.broker_port} is taken; is a broker running?")
+        if "s3" in names:
+            sup.start_program("s3")
+            _wait_port(S3_PORT, "s3rver", cancelled)
         sup.start_program("broker")
     wait_for_broker(settings.bootstrap_servers)
     created = asyncio.run(kafka.ensure_topics(settings))
     typer.echo(f"broker ready on {settings.bootstrap_servers}; topics created: {created or 'none'}")
     sup.start_program("mlflow")
-    _wait_http(f"http://127.0.0.1:{MLFLOW_PORT}/health", "MLflow", 180, cancelled)
+    _wait_http(f"{settings.mlflow_tracking_uri}/health", "MLflow", 180, cancelled)
     for name in names:
         if name not in ("broker", "mlflow") and not cancelled():
             sup.start_program(name)
             typer.echo(f"started {name}")
+
+
+def _wait_port(port: int, what: str, cancelled: Callable[[], bool], timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not port_open("127.0.0.1", port):
+        if cancelled() or time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not listen on {port}")
+        time.sleep(0.1)
 
 
 def _wait_http(url: str, what: str, timeout_s: float, cancelled: Callable[[], bool]) -> None:
