@@ -101,3 +101,28 @@ def compose_prometheus() -> str:
 
 def _dump(doc: Any) -> str:
     return yaml.safe_dump(doc, sort_keys=False, width=100, allow_unicode=True)
+
+
+def retarget_alertmanager(text: str, webhook_base: str, fast: bool = False) -> str:
+    """The Alertmanager config with its webhooks sent to ``webhook_base`` (``http://host:port``);
+    ``fast`` shortens group waits and intervals to a second (for tests and demos).
+
+    >>> out = retarget_alertmanager(AM_EXAMPLE, "http://127.0.0.1:5", fast=True)
+    >>> "http://127.0.0.1:5/alerts/critical" in out, "group_wait: 1s" in out
+    (True, True)
+    """
+    doc = yaml.safe_load(text)
+    for receiver in doc["receivers"]:
+        for hook in receiver.get("webhook_configs", []):
+            path = "/" + hook["url"].split("://", 1)[1].split("/", 1)[1]
+            hook["url"] = webhook_base.rstrip("/") + path
+    if fast:
+        for route in [doc["route"], *doc["route"].get("routes", [])]:
+            route.update(group_wait="1s", group_interval="1s", repeat_interval="1m")
+    return _dump(doc)
+
+
+AM_EXAMPLE = """
+route: {receiver: a, routes: [{receiver: a, matchers: ['severity="critical"']}]}
+receivers: [{name: a, webhook_configs: [{url: 'http://127.0.0.1:9105/alerts/critical'}]}]
+"""
