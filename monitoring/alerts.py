@@ -103,6 +103,31 @@ def _quantiles(record: str, metric: str, by: str, window: str = "5m") -> list[Re
     ]
 
 
+def _stage(expr: str, stage: str, reason: str | None = None) -> str:
+    """Label a DLQ rate with its stage (and a fixed reason when the metric has none)."""
+    if reason:
+        expr = f'label_replace({expr}, "reason", "{reason}", "", "")'
+    return f'label_replace({expr}, "stage", "{stage}", "", "")'
+
+
+#: Everything sent to ticks.dlq per second, by stage and reason code.
+_DEAD_LETTERS = (
+    "sum by (stage, reason) ("
+    + " or ".join(
+        [
+            _stage('rate(validator_records_total{outcome="dead_letter"}[5m])', "validator"),
+            _stage(
+                "sum by (reason) (rate(featurizer_late_candles_total[5m]))",
+                "featurizer",
+                "late_candle",
+            ),
+            _stage("rate(featurizer_bad_records_total[5m])", "featurizer", "bad_record"),
+            _stage("rate(predictor_dead_letters_total[5m])", "predictor"),
+        ]
+    )
+    + ")"
+)
+
 SERVING: list[Recording | Alert] = [
     Recording(
         "volstream:http_requests:rate1m", "sum by (route, status) (rate(http_requests_total[1m]))"
@@ -182,13 +207,11 @@ MODEL: list[Recording | Alert] = [
 
 PIPELINE: list[Recording | Alert] = [
     Recording("volstream:validator_records:rate5m", "sum(rate(validator_records_total[5m]))"),
-    Recording(
-        "volstream:dead_letters:rate5m",
-        'sum by (reason) (rate(validator_records_total{outcome="dead_letter"}[5m]))',
-    ),
+    Recording("volstream:dead_letters:rate5m", _DEAD_LETTERS),
     Recording(
         "volstream:dead_letter_ratio:rate5m",
-        "(sum(volstream:dead_letters:rate5m) or vector(0)) / volstream:validator_records:rate5m",
+        '(sum(volstream:dead_letters:rate5m{stage="validator"}) or vector(0))'
+        " / volstream:validator_records:rate5m",
     ),
     Recording("volstream:consumergroup_lag:sum", "sum by (group, topic) (kafka_consumergroup_lag)"),
     Recording(

@@ -219,7 +219,7 @@ PIPELINE = Dashboard(
             (
                 Panel(
                     "Dead letters per second by reason",
-                    (Q("volstream:dead_letters:rate5m", "{{reason}}"),),
+                    (Q("volstream:dead_letters:rate5m", "{{stage}}: {{reason}}"),),
                     unit="ops",
                 ),
                 Panel(
