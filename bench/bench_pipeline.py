@@ -103,7 +103,7 @@ def latency(workdir: Path, mlflow_uri: str, figures: list[dict]) -> None:
         for s in SYMBOLS:
             pipe.volstream(f"warm-{s}", "ingest", "replay", "--file", str(warmup), "--symbol", s)
         asyncio.run(wait_for(pipe, "features", n_warm * len(SYMBOLS), timeout_s=600))
-        speed = 100 / len(SYMBOLS) * 60  # candles/s per symbol × 60 s per candle
+        speed = 100 / len(SYMBOLS) * 60  # candles/s per symbol, times 60 s per candle
         for s in SYMBOLS:
             pipe.volstream(
                 f"steady-{s}",

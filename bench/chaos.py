@@ -159,7 +159,7 @@ def run_chaos(
             pipe.kill9(name)
             report.kills.append(name)
             cmd = pipe.commands[name]
-            pipe.restart(name, cmd + ["--resume"] if name == "ingestor" else cmd)
+            pipe.restart(name, [*cmd, "--resume"] if name == "ingestor" else cmd)
         if pipe.wait("ingestor", 900) != 0:
             report.problems.append("the restarted replay failed; see log/ingestor.log")
         report.catch_up_s = asyncio.run(wait_caught_up(pipe, bound_s=240))

@@ -63,15 +63,25 @@ class Pipeline:
     @property
     def settings(self) -> Settings:
         assert self.broker is not None
-        return Settings(kafka_bootstrap_servers=self.broker.bootstrap,
-                        topic_partitions=self.partitions, data_dir=self.workdir / "data")
+        return Settings(
+            kafka_bootstrap_servers=self.broker.bootstrap,
+            topic_partitions=self.partitions,
+            data_dir=self.workdir / "data",
+        )
 
     def env(self, **extra: str) -> dict[str, str]:
         assert self.broker is not None
-        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap,
-               "DATA_DIR": str(self.workdir / "data"), "VAR_DIR": str(self.workdir / "var"),
-               "METRICS_PORT": "0", "FEATURIZER_WEB_PORT": "0", "PYTHONUNBUFFERED": "1",
-               "TOPIC_PARTITIONS": str(self.partitions), "PREDICTOR_PORT": str(free_port())}
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap,
+            "DATA_DIR": str(self.workdir / "data"),
+            "VAR_DIR": str(self.workdir / "var"),
+            "METRICS_PORT": "0",
+            "FEATURIZER_WEB_PORT": "0",
+            "PYTHONUNBUFFERED": "1",
+            "TOPIC_PARTITIONS": str(self.partitions),
+            "PREDICTOR_PORT": str(free_port()),
+        }
         if self.mlflow_uri:
             env["MLFLOW_TRACKING_URI"] = self.mlflow_uri
         return {**env, **extra}
@@ -86,8 +96,13 @@ class Pipeline:
         """Start (or restart) a named process; output appends to ``log/<name>.log``."""
         self.commands[name] = command
         log = open(self.workdir / "log" / f"{name}.log", "ab")  # noqa: SIM115
-        proc = subprocess.Popen(command, env=self.env(**env), stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            command,
+            env=self.env(**env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.procs[name] = proc
         return proc
 
@@ -132,8 +147,7 @@ class Pipeline:
 
 async def read_topic(settings: Settings, topic: str, idle_s: float = 2.0) -> list[Record]:
     """Every record of ``topic`` from the beginning, until nothing arrives for ``idle_s``."""
-    consumer = kafka.make_consumer(topic, group_id=None, settings=settings,
-                                   max_poll_records=20_000)
+    consumer = kafka.make_consumer(topic, group_id=None, settings=settings, max_poll_records=20_000)
     await consumer.start()
     out: list[Record] = []
     try:
@@ -141,8 +155,9 @@ async def read_topic(settings: Settings, topic: str, idle_s: float = 2.0) -> lis
         while time.monotonic() - idle_since < idle_s:
             batch = await consumer.getmany(timeout_ms=200)
             for tp, records in batch.items():
-                out += [Record(tp.partition, r.offset, r.key, r.value, r.timestamp)
-                        for r in records]
+                out += [
+                    Record(tp.partition, r.offset, r.key, r.value, r.timestamp) for r in records
+                ]
             if batch:
                 idle_since = time.monotonic()
     finally:
