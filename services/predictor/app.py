@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import ORJSONResponse
 
 from services.common.settings import Settings
 from services.predictor.accuracy import LiveAccuracy
@@ -65,7 +64,9 @@ def build_service(
 ) -> Service:
     """Wire the predictor's state (nothing starts here)."""
     metrics = PredictorMetrics()
-    holder = ModelHolder(registry or MlflowRegistry(settings), metrics, psettings.psi_window)
+    holder = ModelHolder(
+        registry or MlflowRegistry(settings), metrics, psettings.psi_window, psettings.psi_exclude
+    )
     ring = PredictionRing(psettings.ring_size)
     accuracy = LiveAccuracy(psettings.horizon_minutes, psettings.accuracy_window)
     worker = StreamWorker(settings, psettings, holder, ring, accuracy, metrics)
@@ -107,7 +108,6 @@ def create_app(service: Service) -> FastAPI:
         version="1",
         summary="Realized-volatility forecasts (next 60 minutes) for crypto pairs",
         lifespan=lifespan,
-        default_response_class=ORJSONResponse,
     )
     app.state.service = service
     for module in (health, predictions, model, metrics):

@@ -9,7 +9,7 @@ are merged, each bin keeping the probability mass it spans, so PSI stays honest 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,6 +79,8 @@ class DriftMonitor:
 
     ``update_many(matrix)`` takes rows in ``names`` order (NaN = missing, not counted) and returns
     the OOD count per feature of those rows; ``psi()`` is the current window's PSI per feature.
+    ``exclude`` names features left out of PSI: deterministic calendar features (hour and day
+    encodings) are never "drift", and any window shorter than a week misrepresents them.
     """
 
     def __init__(
@@ -87,9 +89,11 @@ class DriftMonitor:
         reference: Mapping[str, Sequence[float]],
         ranges: Mapping[str, tuple[float, float]],
         window: int = 1440,
+        exclude: Iterable[str] = (),
     ) -> None:
+        skip = set(exclude)
         self.all_names = list(names)
-        self.names = [n for n in names if n in reference]
+        self.names = [n for n in names if n in reference and n not in skip]
         self.cols = [list(names).index(n) for n in self.names]
         self.bins = [Bins.from_quantiles(reference[n]) for n in self.names]
         self.ranges = [ranges.get(n, (-math.inf, math.inf)) for n in names]

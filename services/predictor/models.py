@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -68,10 +69,17 @@ class ModelSet:
 class ModelHolder:
     """Owns the current ModelSet and swaps it."""
 
-    def __init__(self, registry: Registry, metrics: PredictorMetrics, psi_window: int) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        metrics: PredictorMetrics,
+        psi_window: int = 1440,
+        psi_exclude: Sequence[str] = (),
+    ) -> None:
         self.registry = registry
         self.metrics = metrics
         self.psi_window = psi_window
+        self.psi_exclude = list(psi_exclude)
         self.models = ModelSet()
         self.last_error: str | None = None
         self.last_reload_at: float | None = None
@@ -112,7 +120,11 @@ class ModelHolder:
 
     def _monitor(self, bundle: Any) -> DriftMonitor:
         return DriftMonitor(
-            bundle.feature_names, bundle.reference, bundle.feature_ranges, self.psi_window
+            bundle.feature_names,
+            bundle.reference,
+            bundle.feature_ranges,
+            self.psi_window,
+            self.psi_exclude,
         )
 
     def _failed(self, exc: Exception, old: ModelSet) -> None:

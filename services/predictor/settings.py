@@ -6,10 +6,10 @@ Host, port, model name, MLflow URI and the admin key are shared settings
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class PredictorSettings(BaseSettings):
@@ -30,8 +30,11 @@ class PredictorSettings(BaseSettings):
     """``BATCH_MAX``: largest micro-batch of feature vectors scored in one call."""
     ring_size: int = Field(default=20_000, ge=1)
     """``RING_SIZE``: champion predictions kept per symbol for ``GET /predictions``."""
-    psi_window: int = Field(default=1440, ge=10)
-    """``PSI_WINDOW``: scored vectors in the sliding window PSI is computed over."""
+    psi_window: int = Field(default=10_080, ge=10)
+    """``PSI_WINDOW``: scored vectors in the sliding window PSI is computed over (a week of
+    minutes: slow features such as the 168-hour HAR need a long window to look like training)."""
+    psi_exclude: Annotated[list[str], NoDecode] = ["hod_sin", "hod_cos", "dow_sin", "dow_cos"]
+    """``PSI_EXCLUDE``: comma-separated features left out of PSI (calendar encodings)."""
     psi_threshold: float = 0.2
     """``PSI_THRESHOLD``: a feature with PSI above it counts as drifted."""
     accuracy_window: int = Field(default=1440, ge=1)
@@ -45,3 +48,10 @@ class PredictorSettings(BaseSettings):
     """``MAX_BODY_BYTES``: request bodies above this get 413."""
     access_log: bool = False
     """``ACCESS_LOG``: uvicorn access log (off: the metrics say it all, and it costs)."""
+
+    @field_validator("psi_exclude", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [s.strip() for s in value.split(",") if s.strip()]
+        return value

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 
 from services.predictor.api import Health, Readiness
 from services.predictor.routes.deps import ServiceDep
@@ -18,7 +18,7 @@ async def health() -> Health:
 
 
 @router.get("/ready", response_model=Readiness, responses={503: {"model": Readiness}})
-async def ready(service: ServiceDep) -> ORJSONResponse:
+async def ready(service: ServiceDep) -> JSONResponse:
     """200 once a champion is loaded and the ``features`` partitions are assigned, else 503
     with the reasons."""
     reasons = []
@@ -40,4 +40,4 @@ async def ready(service: ServiceDep) -> ORJSONResponse:
         champion_version=champion.bundle.version if champion else None,
         partitions=len(assignment.partitions),
     )
-    return ORJSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
+    return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)

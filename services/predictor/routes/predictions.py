@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Response
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 
 from services.common.schemas import SYMBOL_PATTERN, FeatureVector, Prediction, now
 from services.predictor.api import MAX_TIME, ErrorBody, PredictionList, PredictRequest
@@ -70,7 +70,7 @@ async def predict(service: ServiceDep, req: PredictRequest) -> Response:
             {"type": "missing", "loc": ["body", "features", n], "msg": "Field required"}
             for n in missing
         ]
-        return ORJSONResponse({"detail": detail}, status_code=422)
+        return JSONResponse({"detail": detail}, status_code=422)
     log_rv = await service.batcher.submit(model, feature_matrix([req.features], b.feature_names)[0])
     fv = FeatureVector.model_construct(
         symbol=req.symbol,

@@ -1,0 +1,49 @@
+"""``python -m services.predictor``: the REST API and the stream scorer in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import uvicorn
+
+from services.common.logging import configure_logging
+from services.common.settings import get_settings
+from services.predictor.app import build_service, create_app
+from services.predictor.settings import PredictorSettings
+
+
+async def serve() -> int:
+    settings, psettings = get_settings(), PredictorSettings()
+    configure_logging(settings.log_level, service="predictor")
+    service = build_service(settings, psettings)
+    config = uvicorn.Config(
+        create_app(service),
+        host=settings.predictor_host,
+        port=settings.predictor_port,
+        loop="uvloop",
+        http="httptools",
+        access_log=psettings.access_log,
+        log_config=None,
+        timeout_graceful_shutdown=10,
+    )
+    server = uvicorn.Server(config)
+
+    def shutdown(_: BaseException) -> None:
+        server.should_exit = True
+
+    service.on_fatal = shutdown
+    if psettings.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(psettings.metrics_port, settings.predictor_host, service.metrics.registry)
+    await server.serve()
+    return 1 if service.failure else 0
+
+
+def main() -> None:
+    sys.exit(asyncio.run(serve()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""PSI and OOD against a model's training reference, on real data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from services.common.features import FEATURE_NAMES
+from services.predictor.drift import Bins, DriftMonitor, psi
+from services.predictor.settings import PredictorSettings
+
+CALENDAR = PredictorSettings().psi_exclude
+
+
+def monitor(bundle, window: int = 1440) -> DriftMonitor:
+    return DriftMonitor(
+        bundle.feature_names, bundle.reference, bundle.feature_ranges, window, CALENDAR
+    )
+
+
+def matrix(feats: pd.DataFrame) -> np.ndarray:
+    return feats[list(FEATURE_NAMES)].to_numpy(dtype=np.float64)
+
+
+def test_training_data_itself_has_no_drift(bundle, calm_features) -> None:
+    m = monitor(bundle, window=100_000)
+    trained_on = calm_features[calm_features["warm"]].iloc[:-60]  # rows with a known target
+    assert m.update_many(matrix(trained_on)) == {}  # inside their own ranges
+    assert max(m.psi().values()) < 0.01
+    assert m.drift_ratio() == 0.0
+
+
+def test_crash_week_drifts_against_a_calm_model(bundle, crash_features) -> None:
+    m = monitor(bundle)
+    day2 = crash_features.iloc[2880:4320]  # 2020-03-11, before and into the crash
+    ood = m.update_many(matrix(day2))
+    assert m.filled() == len(day2)
+    assert m.drift_ratio() > 0.5
+    assert ood["rv_60m"] > 0 and ood["lrv_1440m"] > 0
+    assert "hod_sin" not in ood  # calendar features stay in range
+    assert "hod_sin" not in m.psi() and len(m.psi()) == len(FEATURE_NAMES) - len(CALENDAR)
+
+
+def test_window_slides(bundle, calm_features, crash_features) -> None:
+    m = monitor(bundle, window=1440)
+    m.update_many(matrix(crash_features.iloc[5000:6440]))
+    drifted = m.drift_ratio()
+    calm = calm_features[calm_features["warm"]]
+    for start in range(0, 1500, 100):  # push the crash rows out, 100 calm rows at a time
+        m.update_many(matrix(calm.iloc[start : start + 100]))
+    assert m.filled() == 1440
+    assert m.drift_ratio() < drifted / 2
+
+
+def test_point_masses_keep_their_share() -> None:
+    bins = Bins.from_quantiles([0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5])  # half the mass at 0
+    assert bins.expected.tolist()[0] == 0.5
+    values = np.r_[np.zeros(500), np.linspace(0.01, 5, 500)]
+    counts = np.bincount(bins.index(values), minlength=len(bins.expected))
+    assert psi(counts, bins.expected) < 0.01
