@@ -49,7 +49,7 @@ def render_rules(
 ) -> str:
     """The rule file; ``replace`` swaps alerts by name (to break one on purpose in tests)."""
     replace = replace or {}
-    doc = {"groups": []}
+    doc: dict[str, list[dict[str, Any]]] = {"groups": []}
     for name, rules in groups.items():
         group: dict[str, Any] = {"name": name}
         if interval:

@@ -39,7 +39,11 @@ def _thresholds(value: float | None) -> dash_b.ThresholdsConfig:
 def build_panel(panel: spec.Panel, panel_id: int) -> timeseries.Panel:
     """One time-series panel; its alert threshold (if any) drawn as a dashed line."""
     threshold = spec.threshold_of(panel)
-    mode = common.GraphThresholdsStyleMode.DASHED if threshold is not None else "off"
+    mode = (
+        common.GraphThresholdsStyleMode.DASHED
+        if threshold is not None
+        else common.GraphThresholdsStyleMode.OFF
+    )
     builder = (
         timeseries.Panel()
         .id(panel_id)
