@@ -1,0 +1,64 @@
+"""The trainer's own knobs (environment variables, upper-cased field names).
+
+The shared ones (``MLFLOW_TRACKING_URI``, ``MODEL_NAME``, ``XGB_THREADS``...) stay in
+:mod:`services.common.settings`; these only concern datasets, models and the promotion gate.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.common.settings import REPO_ROOT
+
+
+class TrainerSettings(BaseSettings):
+    """Dataset, model and gate settings. Frozen: read once, pass around."""
+
+    model_config = SettingsConfigDict(env_file=None, frozen=True, extra="ignore")
+
+    horizon_minutes: int = 60
+    """``HORIZON_MINUTES``: the target is the RV of minutes t+1..t+H (the model is rv60)."""
+    rv_floor: float = Field(default=1e-5, gt=0)
+    """``RV_FLOOR``: RV below this is clamped before taking logs (a flat hour has RV 0)."""
+    valid_start: str = "2024-07-01"
+    """``VALID_START``: first day (UTC) of the validation split."""
+    test_start: str = "2024-10-01"
+    """``TEST_START``: first day (UTC) of the test split; it runs to the end of the data."""
+    split_fractions: tuple[float, float] = (0.70, 0.85)
+    """``SPLIT_FRACTIONS``: where validation and test start, as fractions of the origins, used
+    when the dates above do not fall inside the data (a few months of candles)."""
+    embargo_minutes: int = 60
+    """``EMBARGO_MINUTES``: origins dropped before each split boundary, so no target overlaps."""
+    train_step_minutes: int = Field(default=60, ge=1)
+    """``TRAIN_STEP_MINUTES``: origin spacing in the training split (60 = hourly; denser adds
+    overlapping samples). Validation and test always use hourly origins."""
+    xgb_max_depth: int = 5
+    """``XGB_MAX_DEPTH``"""
+    xgb_eta: float = 0.03
+    """``XGB_ETA``: learning rate."""
+    xgb_rounds: int = 2000
+    """``XGB_ROUNDS``: the most boosting rounds; early stopping usually ends sooner."""
+    xgb_early_stopping: int = 100
+    """``XGB_EARLY_STOPPING``: rounds without validation improvement before stopping."""
+    xgb_min_child_weight: float = 20.0
+    """``XGB_MIN_CHILD_WEIGHT``"""
+    xgb_subsample: float = 0.8
+    """``XGB_SUBSAMPLE``"""
+    xgb_colsample: float = 0.8
+    """``XGB_COLSAMPLE``"""
+    gate_margin_champion: float = 0.0
+    """``GATE_MARGIN_CHAMPION``: the challenger's test QLIKE must be below the champion's
+    times (1 - margin)."""
+    gate_margin_har: float = 0.0
+    """``GATE_MARGIN_HAR``: the challenger's test QLIKE must be below HAR's times (1 - margin)."""
+    datasets_dir: Path = REPO_ROOT / "data" / "datasets"
+    """``DATASETS_DIR``: DVC-tracked dataset files."""
+    dvc_remote: str | None = None
+    """``DVC_REMOTE``: an S3/MinIO URL for datasets; unset, the repo's default local remote."""
+    dvc_enabled: bool = True
+    """``DVC_ENABLED``: version datasets with DVC (off: fingerprint by md5 only)."""
+    seed: int = 7
+    """``SEED``"""

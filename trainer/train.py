@@ -1,0 +1,137 @@
+"""Training: fit the model and the baselines on a dataset, score them on its test split, then
+(I/O) log the run to MLflow, register the model as ``challenger`` and run the promotion gate.
+
+:func:`fit` is pure (a dataset in, a :class:`Fitted` out); :func:`train_and_register` is the
+whole ``volstream train``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from services.common.registry import ModelBundle
+from services.common.settings import Settings
+from trainer.baselines import LAMBDA_GRID, fit_baselines, predict_baselines
+from trainer.dataset import Dataset, build_dataset
+from trainer.metrics import bias_factor
+from trainer.model import fit_booster, predict, reference_distribution
+from trainer.report import MODEL, build_report
+from trainer.settings import TrainerSettings
+from trainer.targets import HAR_COLUMNS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Fitted:
+    """A trained model, its baselines and their test report."""
+
+    booster: Any
+    bias_factor: float
+    baselines: dict[str, dict[str, Any]]
+    report: dict[str, Any]
+    test: pd.DataFrame  # time, y, and each model's log-RV forecast on the test split
+    reference: dict[str, list[float]]
+    ranges: dict[str, tuple[float, float]]
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def score_frame(
+    frame: pd.DataFrame,
+    model_pred: np.ndarray,
+    model_bias: float,
+    baselines: dict[str, dict[str, Any]],
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Report the model and every baseline (as trained) on ``frame``; also the forecasts."""
+    preds = {MODEL: model_pred, **predict_baselines(baselines, frame)}
+    biases = {MODEL: model_bias} | {k: p["bias_factor"] for k, p in baselines.items()}
+    y = frame["y"].to_numpy()
+    report = build_report(y, preds, biases, frame[HAR_COLUMNS[2]].to_numpy())
+    forecasts = pd.DataFrame({"time": frame["time"].to_numpy(), "y": y, **preds})
+    return report, forecasts
+
+
+def fit(ds: Dataset, ts: TrainerSettings, threads: int) -> Fitted:
+    """Fit XGBoost (early stopping on validation) and the baselines on ``train``; fit every
+    bias factor on ``valid``; score everything on ``test``."""
+    train, valid, test = ds.part("train"), ds.part("valid"), ds.part("test")
+    if min(len(train), len(valid), len(test)) < 24:
+        raise ValueError(
+            f"too few origins: train {len(train)}, valid {len(valid)}, test {len(test)}"
+        )
+    booster = fit_booster(
+        ds.x(train), train["y"].to_numpy(), ds.x(valid), valid["y"].to_numpy(),
+        ds.feature_names, ts, threads,
+    )  # fmt: skip
+    bias = bias_factor(valid["y"].to_numpy(), predict(booster, ds.x(valid)))
+    baselines = fit_baselines(train, valid)
+    report, forecasts = score_frame(test, predict(booster, ds.x(test)), bias, baselines)
+    reference, ranges = reference_distribution(ds.x(train), ds.feature_names)
+    params = {
+        "best_round": int(booster.num_boosted_rounds()),
+        "n_train": len(train),
+        "n_valid": len(valid),
+        "n_test": len(test),
+        "split_mode": ds.split_mode,
+        "valid_start": int(ds.bounds[0]) if ds.bounds else None,
+        "test_start": int(ds.bounds[1]) if ds.bounds else None,
+    }
+    return Fitted(booster, bias, baselines, report, forecasts, reference, ranges, params)
+
+
+def make_bundle(fitted: Fitted, ds: Dataset, symbol: str, settings: Settings) -> ModelBundle:
+    """The bundle to register (name and version are filled in by the registry)."""
+    metrics = {f"test_{k}": float(v) for k, v in fitted.report[MODEL].items()}
+    return ModelBundle(
+        booster=fitted.booster,
+        name=settings.model_name,
+        version="",
+        run_id="",
+        feature_names=ds.feature_names,
+        feature_version=ds.feature_version,
+        bias_factor=fitted.bias_factor,
+        reference=fitted.reference,
+        feature_ranges=fitted.ranges,
+        metrics=metrics,
+        trained_at=time.time(),
+        symbol=symbol,
+        extra={
+            "test_start": fitted.params["test_start"],
+            "valid_start": fitted.params["valid_start"],
+        },
+    )
+
+
+def train_and_register(
+    candles: pd.DataFrame,
+    settings: Settings,
+    ts: TrainerSettings | None = None,
+    symbol: str = "BTC",
+    promote: bool = True,
+    source: Path | None = None,
+) -> dict[str, Any]:
+    """``volstream train``: dataset, fit, MLflow run, register as challenger, gate.
+
+    Returns ``{"version", "run_id", "report", "decision"}``. Works without a broker (the
+    ModelEvents are then only logged).
+    """
+    from trainer import gate, tracking, versioning
+
+    ts = ts or TrainerSettings()
+    t0 = time.perf_counter()
+    ds = build_dataset(candles, ts, lambdas=LAMBDA_GRID)
+    fingerprint = versioning.version_dataset(ds, symbol, ts, source)
+    fitted = fit(ds, ts, settings.xgb_threads)
+    champion = gate.champion_score(ds, settings)
+    bundle = make_bundle(fitted, ds, symbol, settings)
+    version, run_id = tracking.log_training_run(bundle, fitted, ds, ts, settings, fingerprint)
+    decision = gate.run_gate(settings, ts, version, run_id, fitted.report, champion, promote)
+    log.info("training done", extra={"version": version, "seconds": time.perf_counter() - t0})
+    return {"version": version, "run_id": run_id, "report": fitted.report, "decision": decision}
