@@ -46,7 +46,7 @@ def broker_env(port: int) -> dict[str, str]:
         "AWS_ENDPOINT": f"http://127.0.0.1:{port}",
         "AWS_ALLOW_HTTP": "true",
         "AWS_ACCESS_KEY_ID": "S3RVER",
-        "AWS_SECRET_ACCESS_KEY": "S3RVER",  # s3rver's fixed local credential, not a secret
+        "AWS_SECRET_ACCESS_KEY": "S3RVER",  # pragma: allowlist secret (s3rver fixed local cred)
         "AWS_DEFAULT_REGION": "us-east-1",
     }
 
