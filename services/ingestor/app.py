@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
@@ -47,6 +48,9 @@ from services.ingestor.settings import IngestorSettings
 
 log = logging.getLogger(__name__)
 
+#: Sends (key, value) records and returns once the broker acknowledged all of them.
+Send = Callable[[list[tuple[bytes, bytes]]], Awaitable[int]]
+
 
 async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
     """Sleep up to ``seconds``; True when ``stop`` was set meanwhile."""
@@ -59,12 +63,17 @@ async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
 class Publisher:
     """RawBatches to ``ticks.raw``, then the checkpoint (never before the ack)."""
 
-    def __init__(
-        self, producer: AIOKafkaProducer, store: CheckpointStore, chunk_size: int = 500
-    ) -> None:
-        self.producer = producer
+    def __init__(self, send: Send, store: CheckpointStore, chunk_size: int = 500) -> None:
+        self.send = send
         self.store = store
         self.chunk_size = chunk_size
+
+    @classmethod
+    def to_kafka(
+        cls, producer: AIOKafkaProducer, store: CheckpointStore, chunk_size: int
+    ) -> Publisher:
+        """The production publisher: ``send_batch`` to ``ticks.raw``, waiting for every ack."""
+        return cls(functools.partial(kafka.send_batch, producer, TICKS_RAW), store, chunk_size)
 
     async def publish(self, symbol: str, rows: Sequence[Row], source: str) -> int:
         """Publish ``rows`` (oldest first) in chunks; returns the number of candles sent."""
@@ -72,7 +81,7 @@ class Publisher:
             return 0
         values = encode_batches(symbol, rows, source, time.time(), self.chunk_size)
         key = symbol.encode()
-        await kafka.send_batch(self.producer, TICKS_RAW, [(key, v) for v in values])
+        await self.send([(key, v) for v in values])
         newest = newest_time(rows)
         if newest is not None:
             self.store.save(symbol, newest)
@@ -94,6 +103,7 @@ class Poller:
         self.client = client
         self.publisher = publisher
         self.cfg = cfg
+        self.cooldown_until = 0.0  # monotonic; set when the API asks for a long pause
 
     async def collect(self, symbol: str, after: int | None, first_limit: int, reach_s: float = 0):
         """Closed candles newer than ``after`` (oldest first); ``reach_s`` bounds a backfill."""
@@ -128,6 +138,9 @@ class Poller:
     async def poll(self, symbol: str, source: str = "live", reach_s: float = 0) -> str:
         """One poll (or backfill) of ``symbol``; returns the outcome label."""
         first_limit = self.cfg.page_limit if reach_s else self.cfg.poll_limit
+        if time.monotonic() < self.cooldown_until:
+            metrics.POLLS.labels(symbol=symbol, outcome="cooldown").inc()
+            return "cooldown"
         try:
             after = self.publisher.store.load(symbol)
             rows = await self.collect(symbol, after, first_limit, reach_s)
@@ -136,6 +149,9 @@ class Poller:
         except UpstreamError as exc:
             log.warning("poll skipped", extra={"symbol": symbol, "error": str(exc)[:200]})
             outcome = "skipped"
+            retry_after = getattr(exc, "retry_after", None) or 0.0
+            if retry_after > self.cfg.poll_interval_s:
+                self.cooldown_until = time.monotonic() + retry_after
         else:
             sent = await self.publisher.publish(symbol, rows, source)
             outcome = "ok" if sent else "empty"
@@ -225,11 +241,11 @@ async def run(settings: Settings, cfg: IngestorSettings, stop: asyncio.Event) ->
         if cfg.ingest_mode == "replay":
             assert cfg.replay_file is not None
             store = CheckpointStore.under(settings.data_dir, "replay")
-            pub = Publisher(producer, store, cfg.chunk_size)
+            pub = Publisher.to_kafka(producer, store, cfg.chunk_size)
             symbol, speed = replay_symbol(cfg, cfg.replay_file), parse_speed(cfg.replay_speed)
             return await replay(pub, cfg.replay_file, symbol, speed, stop, cfg.replay_resume)
         assert client is not None
-        pub = Publisher(producer, CheckpointStore.under(settings.data_dir), cfg.chunk_size)
+        pub = Publisher.to_kafka(producer, CheckpointStore.under(settings.data_dir), cfg.chunk_size)
         poller = Poller(client, pub, cfg)
         if cfg.ingest_mode == "backfill":
             await poller.backfill(settings.symbols, cfg.backfill_days)

@@ -48,7 +48,9 @@ class RetryPolicy:
 
     def wait(self, state: RetryCallState) -> float:
         """Exponential back-off with jitter, but never shorter than the server's Retry-After."""
-        backoff = wait_exponential_jitter(initial=self.initial_s, max=self.max_s)(state)
+        backoff = wait_exponential_jitter(
+            multiplier=self.initial_s, max=self.max_s, jitter=self.initial_s
+        )(state)
         exc = state.outcome.exception() if state.outcome else None
         retry_after = getattr(exc, "retry_after", None) or 0.0
         return max(backoff, retry_after)
