@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
 import uvicorn
+import uvloop
 
 from services.common.logging import configure_logging
 from services.common.settings import get_settings
@@ -42,7 +42,7 @@ async def serve() -> int:
 
 
 def main() -> None:
-    sys.exit(asyncio.run(serve()))
+    sys.exit(uvloop.run(serve()))
 
 
 if __name__ == "__main__":
