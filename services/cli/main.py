@@ -27,6 +27,7 @@ PLUGINS = (
     "services.ingestor.cli",
     "services.validator.cli",
     "services.featurizer.cli",
+    "services.featurizer.batch",
     "services.predictor.cli",
     "trainer.cli",
     "monitoring.report",
