@@ -150,7 +150,11 @@ class MonitoringStack:
         rules = self.workdir / "volstream.rules.yml"
         rules.write_text(render.render_rules(replace=self.alerts))
         prom = self.workdir / "prometheus.yml"
-        targets = {"prometheus": f"127.0.0.1:{self.prom_port}", **self.targets}
+        targets = {
+            "prometheus": f"127.0.0.1:{self.prom_port}",
+            "alertmanager": f"127.0.0.1:{self.am_port}",
+            **self.targets,
+        }
         prom.write_text(
             render.render_prometheus(
                 targets, f"127.0.0.1:{self.am_port}", self.interval, [str(rules)]

@@ -47,7 +47,7 @@ def test_target_down_reaches_the_critical_webhook(tmp_path: Path) -> None:
             30,
             "both targets scraped",
         )
-        assert health == {"prometheus": "up", "validator": "down"}
+        assert health == {"prometheus": "up", "alertmanager": "up", "validator": "down"}
         assert {r["name"] for r in prom.rules()} >= set(ALERTS_BY_NAME)
 
         def delivered():
