@@ -74,36 +74,36 @@ class Daemon:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
 
 
-def prometheus(config: Path, port: int, workdir: Path) -> Daemon:
-    """Prometheus on 127.0.0.1:port with its TSDB under ``workdir``."""
+def _prometheus_family(
+    binary: str, name: str, flags: list[str], port: int, workdir: Path
+) -> Daemon:
+    """A Prometheus-family daemon on 127.0.0.1:port, ready at ``/-/ready``, log in ``workdir``."""
     return Daemon(
-        "prometheus",
-        [
-            "prometheus",
-            f"--config.file={config}",
-            f"--storage.tsdb.path={workdir / 'prometheus-data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--web.enable-lifecycle",
-        ],
+        name,
+        [binary, *flags, f"--web.listen-address=127.0.0.1:{port}"],
         f"http://127.0.0.1:{port}/-/ready",
-        workdir / "prometheus.log",
+        workdir / f"{name}.log",
     )
+
+
+def prometheus(config: Path, port: int, workdir: Path) -> Daemon:
+    """Prometheus with its TSDB under ``workdir``."""
+    flags = [
+        f"--config.file={config}",
+        f"--storage.tsdb.path={workdir / 'prometheus-data'}",
+        "--web.enable-lifecycle",
+    ]
+    return _prometheus_family("prometheus", "prometheus", flags, port, workdir)
 
 
 def alertmanager(config: Path, port: int, workdir: Path) -> Daemon:
-    """Alertmanager on 127.0.0.1:port, clustering off (it would bind 0.0.0.0:9094)."""
-    return Daemon(
-        "alertmanager",
-        [
-            "prometheus-alertmanager",
-            f"--config.file={config}",
-            f"--storage.path={workdir / 'alertmanager-data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--cluster.listen-address=",
-        ],
-        f"http://127.0.0.1:{port}/-/ready",
-        workdir / "alertmanager.log",
-    )
+    """Alertmanager, clustering off (it would bind 0.0.0.0:9094)."""
+    flags = [
+        f"--config.file={config}",
+        f"--storage.path={workdir / 'alertmanager-data'}",
+        "--cluster.listen-address=",
+    ]
+    return _prometheus_family("prometheus-alertmanager", "alertmanager", flags, port, workdir)
 
 
 def webhook_sink(port: int, workdir: Path) -> Daemon:
