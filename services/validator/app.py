@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiokafka import ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError
 from aiokafka.structs import TopicPartition
@@ -58,21 +58,24 @@ class Validator:
         self.rules = options.rules()
         self.metrics = metrics
         self.clock = clock
-        self.consumer = kafka.make_consumer(group_id=options.group_id, settings=settings)
-        self.producer = kafka.make_producer(settings)
-        self.marks = Marks(
-            kafka.make_consumer(group_id=None, settings=settings),
-            TICKS_CLEAN,
-            options.recover_window,
-        )
+        # the clients need the running loop: they are made in start()
+        self.consumer: AIOKafkaConsumer
+        self.producer: AIOKafkaProducer
+        self.marks: Marks
+
+    async def start(self) -> None:
+        """Create the topics if needed, then the clients; join the group."""
+        await kafka.ensure_topics(self.settings)
+        self.consumer = kafka.make_consumer(group_id=self.options.group_id, settings=self.settings)
+        self.producer = kafka.make_producer(self.settings)
+        reader = kafka.make_consumer(group_id=None, settings=self.settings)
+        self.marks = Marks(reader, TICKS_CLEAN, self.options.recover_window)
+        self.consumer.subscribe([TICKS_RAW], listener=_ForgetOnAssign(self.marks))
+        await asyncio.gather(self.consumer.start(), self.producer.start(), reader.start())
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until ``stop`` is set; each poll is committed before the next one starts."""
-        await kafka.ensure_topics(self.settings)
-        self.consumer.subscribe([TICKS_RAW], listener=_ForgetOnAssign(self.marks))
-        await asyncio.gather(
-            self.consumer.start(), self.producer.start(), self.marks.reader.start()
-        )
+        await self.start()
         log.info("validator started", extra={"topic": TICKS_RAW, "group": self.options.group_id})
         try:
             while not stop.is_set():

@@ -147,6 +147,43 @@ def time_reasons(t: int, interval_s: int, now: float) -> list[DeadLetterReason]:
     return out
 
 
+#: Above this a number is not a finite float (a huge JSON integer compares fine but won't convert).
+FLOAT_MAX = 1.7976931348623157e308
+_NUMERIC = frozenset((int, float))
+
+
+def sound(row: dict[str, Any], interval_s: int, now: float) -> bool:
+    """The fast path: True only when every rule of :func:`check_row` would pass.
+
+    One expression instead of six rule functions; a row it refuses (NaN and infinity fail the
+    comparisons) goes through the detailed rules for its reasons.
+
+    >>> sound({"time": 60, "open": 1.0, "high": 2.0, "low": 0.5, "close": 1.5,
+    ...        "volumefrom": 0, "volumeto": 0.0}, 60, 120.0)
+    True
+    """
+    try:
+        t, o, h, lo, c = row["time"], row["open"], row["high"], row["low"], row["close"]
+        vf, vt = row["volumefrom"], row["volumeto"]
+    except KeyError:
+        return False
+    return (
+        type(t) is int
+        and 0 <= t <= now + interval_s
+        and t % interval_s == 0
+        and type(o) in _NUMERIC
+        and type(h) in _NUMERIC
+        and type(lo) in _NUMERIC
+        and type(c) in _NUMERIC
+        and type(vf) in _NUMERIC
+        and type(vt) in _NUMERIC
+        and 0 < lo <= o <= h < FLOAT_MAX
+        and lo <= c <= h
+        and 0 <= vf < FLOAT_MAX
+        and 0 <= vt < FLOAT_MAX
+    )
+
+
 def check_row(row: dict[str, Any], interval_s: int, now: float) -> list[DeadLetterReason]:
     """Every stateless rule, in order; schema and finiteness stop early (later rules need them)."""
     for stage in (schema_reasons, finite_reasons):

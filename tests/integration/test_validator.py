@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +65,16 @@ async def produce(settings: Settings, payloads: list[tuple[bytes, bytes]]) -> No
 
 
 async def read_all(
-    settings: Settings, topic: str, expect: int, idle_s: float = 2.0, timeout_s: float = 120
+    settings: Settings,
+    topic: str,
+    expect: int,
+    idle_s: float = 2.0,
+    timeout_s: float = 120,
+    alive: Callable[[], None] = lambda: None,
 ) -> list[Any]:
-    """Every record of ``topic`` once ``expect`` arrived and nothing more came for ``idle_s``."""
+    """Every record of ``topic`` once ``expect`` arrived and nothing more came for ``idle_s``.
+
+    ``alive`` is called on every poll: it raises when the producing process has died."""
     consumer = kafka.make_consumer(group_id=None, settings=settings)
     await consumer.start()
     parts = consumer.partitions_for_topic(topic) or set()
@@ -81,6 +88,7 @@ async def read_all(
     deadline = time.monotonic() + timeout_s
     try:
         while time.monotonic() < deadline:
+            alive()
             batch = await consumer.getmany(timeout_ms=200, max_records=20_000)
             for recs in batch.values():
                 got += [rec.value for rec in recs]
