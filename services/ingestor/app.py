@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -23,6 +24,8 @@ from aiokafka import AIOKafkaProducer
 
 from services.common import kafka
 from services.common.errors import ConfigError, UpstreamError
+from services.common.logging import configure_logging
+from services.common.metrics import serve_metrics
 from services.common.settings import Settings
 from services.common.topics import TICKS_RAW
 from services.ingestor import metrics
@@ -256,3 +259,20 @@ async def run(settings: Settings, cfg: IngestorSettings, stop: asyncio.Event) ->
         await producer.stop()
         if client is not None:
             await client.aclose()
+
+
+def serve(settings: Settings, cfg: IngestorSettings) -> int:
+    """The process entry (``python -m`` and the CLI): logs, metrics, run until done or a signal.
+
+    A configuration problem (no API key for the real API, no replay file) exits with status 2 and
+    a readable message instead of a traceback; anything else raises for the supervisor.
+    """
+    configure_logging(settings.log_level, service="ingestor")
+    try:
+        serve_metrics(cfg.metrics_port)
+        asyncio.run(kafka.run_until_stopped(lambda stop: run(settings, cfg, stop)))
+    except ConfigError as exc:
+        log.error("configuration error", extra={"error": str(exc)})
+        sys.stderr.write(f"ingestor: {exc}\n")
+        return 2
+    return 0

@@ -26,27 +26,17 @@ def register(app: typer.Typer) -> None:
 
 def _run(overrides: dict[str, Any], symbols: str | None = None) -> None:
     """Build settings with the command's overrides, then run like ``python -m``."""
-    import asyncio
-
-    from services.common.kafka import run_until_stopped
-    from services.common.logging import configure_logging
-    from services.common.metrics import serve_metrics
     from services.common.settings import get_settings
-    from services.ingestor.app import run
+    from services.ingestor.app import serve
     from services.ingestor.settings import IngestorSettings
 
     settings = get_settings()
     if symbols:
-        settings = settings.model_copy(
-            update={"symbols": [s.strip().upper() for s in symbols.split(",")]}
-        )
-    cfg = IngestorSettings().model_copy(
-        update={k: v for k, v in overrides.items() if v is not None}
-    )
-    IngestorSettings.model_validate(cfg.model_dump())  # re-check the overridden values
-    configure_logging(settings.log_level, service="ingestor")
-    serve_metrics(cfg.metrics_port)
-    asyncio.run(run_until_stopped(lambda stop: run(settings, cfg, stop)))
+        upper = [s.strip().upper() for s in symbols.split(",") if s.strip()]
+        settings = settings.model_copy(update={"symbols": upper})
+    update = {k: v for k, v in overrides.items() if v is not None}
+    cfg = IngestorSettings.model_validate({**IngestorSettings().model_dump(), **update})
+    raise typer.Exit(serve(settings, cfg))
 
 
 @ingest_app.command("live")

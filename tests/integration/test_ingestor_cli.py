@@ -1,0 +1,111 @@
+"""The entry points the demo and the supervisor use: ``volstream ingest ...``, ``volstream
+emulator``, ``python -m services.ingestor`` (config errors, metrics endpoint, backfill)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.common.broker import free_port
+from services.common.settings import Settings
+from tests.integration.test_ingestor_support import (
+    emulator,
+    run_consume,
+    spawn,
+    stop,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def test_live_against_the_real_api_without_a_key_says_what_to_do(tmp_path: Path) -> None:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "METRICS_PORT": "0",
+        "DATA_DIR": str(tmp_path),
+        "CRYPTOCOMPARE_BASE_URL": "https://min-api.cryptocompare.com",
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "services.ingestor"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2
+    assert "CRYPTOCOMPARE_API_KEY" in out.stderr and "volstream ingest replay" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.slow
+def test_backfill_cli_against_the_emulator(
+    settings: Settings, service_env: dict[str, str], tmp_path: Path
+) -> None:
+    with emulator(tmp_path, service_env, "--speed", "0", "--start-time", "1800000000") as emu:
+        env = {**service_env, "CRYPTOCOMPARE_BASE_URL": emu.url}
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "services.cli.main",
+                "ingest",
+                "backfill",
+                "--days",
+                "0.5",
+                "--symbols",
+                "BTC,ETH",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        served = {s: emu.closed_rows(s)[-720:] for s in ("BTC", "ETH")}
+    batches = run_consume(settings, idle_s=2.0)
+    for symbol in ("BTC", "ETH"):
+        mine = [b for k, _, b in batches if k == symbol]
+        assert {b.source for b in mine} == {"backfill"} and {b.symbol for b in mine} == {symbol}
+        rows = [c for b in mine for c in b.candles]
+        assert rows == served[symbol]  # half a day, oldest first, exactly as served
+        assert rows[-1]["time"] == 1800000000 - 60
+
+
+@pytest.mark.slow
+def test_metrics_endpoint_while_live(
+    settings: Settings, service_env: dict[str, str], tmp_path: Path
+) -> None:
+    port = free_port()
+    with emulator(tmp_path, service_env, "--speed", "60") as emu:
+        env = {
+            **service_env,
+            "CRYPTOCOMPARE_BASE_URL": emu.url,
+            "METRICS_PORT": str(port),
+            "POLL_INTERVAL_S": "0.2",
+            "SYMBOLS": "BTC",
+        }
+        proc = spawn(["services.ingestor"], env, tmp_path / "ing.log")
+        try:
+
+            def scraped() -> str:
+                try:
+                    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+                except httpx.HTTPError:
+                    return ""
+                return text if 'ingestor_polls_total{outcome="ok",symbol="BTC"}' in text else ""
+
+            wait_until(lambda: bool(scraped()), 90, "metrics after a poll", proc)
+            text = scraped()
+        finally:
+            assert stop(proc) == 0
+    for name in (
+        'ingestor_candles_published_total{source="live",symbol="BTC"}',
+        'ingestor_lag_seconds{symbol="BTC"}',
+        "ingestor_http_request_duration_seconds_bucket",
+    ):
+        assert name in text
