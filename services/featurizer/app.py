@@ -11,9 +11,10 @@ rebuilds its state exactly, re-publishing at most one batch (duplicates with equ
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import faust
@@ -24,7 +25,8 @@ from services.common import kafka
 from services.common.settings import Settings
 from services.common.topics import FEATURES, TICKS_CLEAN, TICKS_DLQ
 from services.featurizer import metrics, transport
-from services.featurizer.core import Featurizer, Outcome, Record
+from services.featurizer.committer import Committer
+from services.featurizer.core import Featurizer, Outcome, Record, encode_vector
 from services.featurizer.history import read_partition
 from services.featurizer.settings import FeaturizerSettings
 
@@ -87,15 +89,25 @@ class StreamFeaturizer:
         self.settings = settings
         self.engine = engine
         self.producer: AIOKafkaProducer | None = None
+        self.committer: Committer | None = None
+        self._crash: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         self.producer = kafka.make_producer(self.settings)
         await self.producer.start()
+        self.committer = Committer(self._commit, on_error=self._fatal)
+        self.committer.start()
 
     async def stop(self) -> None:
+        """Flush: wait for the acks of published batches, commit them, close the producer."""
+        committer, self.committer = self.committer, None
         producer, self.producer = self.producer, None
-        if producer is not None:
-            await producer.stop()
+        try:
+            if committer is not None:
+                await committer.close()
+        finally:
+            if producer is not None:
+                await producer.stop()
 
     def on_assigned(self, assigned: set[TP]) -> None:
         """Drop the state of partitions this worker no longer owns."""
@@ -106,21 +118,25 @@ class StreamFeaturizer:
         log.info("partitions assigned", extra={"topic": TICKS_CLEAN, "partitions": sorted(mine)})
 
     async def handle(self, records: Sequence[Record]) -> Outcome:
-        """Process one micro-batch end to end; returns what was published."""
+        """Process one micro-batch and publish it; its offsets commit once its outputs are acked."""
+        assert self.committer is not None, "start() first"
         t0 = time.perf_counter()
         for partition, upto in self.engine.stale(records).items():
             await self._rebuild(partition, upto)
-        t1 = time.perf_counter()
         out = self.engine.process(records)
-        t2 = time.perf_counter()
-        await self._publish(out)
-        t3 = time.perf_counter()
-        if out.commit:
-            offsets = {TP(TICKS_CLEAN, p): o for p, o in out.commit.items()}
-            await self.app.consumer.commit_offsets(offsets)  # type: ignore[attr-defined]
+        futures = await self._publish(out)
+        await self.committer.submit(futures, out.commit)
         self._observe(out, len(records), time.perf_counter() - t0)
-        print('BATCH', len(records), time.perf_counter() - t0, t1-t0, t2-t1, t3-t2, time.perf_counter()-t3, flush=True)
         return out
+
+    async def _commit(self, positions: Mapping[int, int]) -> None:
+        offsets = {TP(TICKS_CLEAN, p): o for p, o in positions.items()}
+        if not await self.app.consumer.commit_offsets(offsets):  # type: ignore[attr-defined]
+            log.info("commit refused (rebalance); replays will be skipped or deduplicated")
+
+    def _fatal(self, exc: BaseException) -> None:
+        """An output was not acknowledged: crash, restart from the committed offsets."""
+        self._crash = asyncio.ensure_future(self.app.crash(exc))
 
     async def _rebuild(self, partition: int, upto: int) -> None:
         t0 = time.perf_counter()
@@ -140,25 +156,25 @@ class StreamFeaturizer:
             },
         )
 
-    async def _publish(self, out: Outcome) -> None:
+    async def _publish(self, out: Outcome) -> list[asyncio.Future[Any]]:
+        """Send the batch's outputs without waiting for acks; returns their futures."""
         assert self.producer is not None, "start() first"
-        records = [(v.symbol.encode(), v.to_bytes()) for v in out.features]
-        await kafka.send_batch(self.producer, FEATURES, records)
-        if out.dead:
-            dead = [((d.symbol or "").encode() or None, d.to_bytes()) for d in out.dead]
-            await kafka.send_batch(self.producer, TICKS_DLQ, dead)
-            for d in out.dead:
-                log.warning(
-                    "dead-lettered",
-                    extra={
-                        "symbol": d.symbol,
-                        "candle_time": d.event_time,
-                        "topic": TICKS_CLEAN,
-                        "partition": d.source_partition,
-                        "offset": d.source_offset,
-                        "reason": d.codes[0],
-                    },
-                )
+        send = self.producer.send
+        futures = [await send(FEATURES, encode_vector(v), v.symbol.encode()) for v in out.features]
+        for d in out.dead:
+            futures.append(await send(TICKS_DLQ, d.to_bytes(), (d.symbol or "").encode() or None))
+            log.warning(
+                "dead-lettered",
+                extra={
+                    "symbol": d.symbol,
+                    "candle_time": d.event_time,
+                    "topic": TICKS_CLEAN,
+                    "partition": d.source_partition,
+                    "offset": d.source_offset,
+                    "reason": d.codes[0],
+                },
+            )
+        return futures
 
     def _observe(self, out: Outcome, n: int, seconds: float) -> None:
         metrics.PROCESSING_SECONDS.observe(seconds)

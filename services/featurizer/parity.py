@@ -83,7 +83,9 @@ def compare(
             report.cells += 1
             got, want = v.features.get(name), float(table[i, k])
             if not same(got, want, rel) and len(report.mismatches) < 50:
-                report.mismatches.append(f"{v.symbol}@{v.time} {name}: stream {got} != batch {want}")
+                report.mismatches.append(
+                    f"{v.symbol}@{v.time} {name}: stream {got} != batch {want}"
+                )
     wanted = [int(t) for t, w in zip(expected["time"], warm, strict=True) if w or not warm_only]
     report.missing = [t for t in wanted if t not in seen]
     return report

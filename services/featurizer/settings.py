@@ -1,4 +1,4 @@
-"""The featurizer's own knobs (environment variables), next to the shared :mod:`services.common.settings`."""
+"""The featurizer's own knobs (environment variables); shared ones are in ``services.common``."""
 
 from __future__ import annotations
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import orjson
 
-from services.common.schemas import Candle, DeadLetter
-from services.featurizer.core import Featurizer, Record
+from services.common.schemas import Candle, DeadLetter, FeatureVector
+from services.featurizer.core import Featurizer, Record, encode_vector
 
 
 @dataclass
@@ -69,9 +69,7 @@ def records(partition: int, symbol: str, minutes: list[int], first_offset: int =
 
 def test_one_vector_per_candle_with_version_and_timestamps() -> None:
     f = engine()
-    recs = [
-        Record(0, i, b"BTC", candle("BTC", i, ingested_at=1000.0 + i)) for i in range(1, 5)
-    ]
+    recs = [Record(0, i, b"BTC", candle("BTC", i, ingested_at=1000.0 + i)) for i in range(1, 5)]
     out = f.process(recs)
     assert [(v.symbol, v.time) for v in out.features] == [("BTC", 60 * i) for i in range(1, 5)]
     assert [v.warm for v in out.features] == [False, False, True, True]
@@ -164,3 +162,12 @@ def test_retain_forgets_revoked_partitions() -> None:
     assert f.symbol_count == 3
     f.retain({1})
     assert set(f.partitions) == {1} and f.symbol_count == 1
+
+
+def test_fast_encoding_equals_the_schema_encoding() -> None:
+    f = engine()
+    vectors = f.process(records(0, "BTC", [1, 2, 3, 4])).features
+    vectors.append(vectors[-1].model_copy(update={"features": {"a": None, "b": float("inf")}}))
+    for v in vectors:
+        assert encode_vector(v) == v.to_bytes()
+        assert FeatureVector.from_bytes(encode_vector(v)) == FeatureVector.from_bytes(v.to_bytes())

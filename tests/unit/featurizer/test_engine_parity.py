@@ -27,7 +27,9 @@ DAYS = 8
 def candles() -> pd.DataFrame:
     if not Path(DATA).exists():
         pytest.skip("real data missing")
-    frame = pd.read_parquet(DATA, filters=[("time", ">=", START), ("time", "<", START + DAYS * 86400)])
+    frame = pd.read_parquet(
+        DATA, filters=[("time", ">=", START), ("time", "<", START + DAYS * 86400)]
+    )
     return frame.reset_index(drop=True)
 
 
