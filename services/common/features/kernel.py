@@ -21,6 +21,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from services.common.features.frame import FloatArray, Frame, IntArray
+from services.common.features.momentum import ema_states
 from services.common.features.spec import (
     EMA_LOOKBACK,
     HAR_HOURS,
@@ -206,35 +207,21 @@ def _volume(d: Derived, rows: Rows, out: dict[str, FloatArray]) -> None:
 
 
 def _momentum(d: Derived, rows: Rows, out: dict[str, FloatArray]) -> None:
-    """RSI and MACD over exactly ``EMA_LOOKBACK`` minutes, seeded at the window's start."""
-    size = rows.size
-    fast, slow, signal = (np.full(size, np.nan) for _ in range(3))
-    gain, loss = np.zeros(size), np.zeros(size)
-    a_fast, a_slow, a_sig = (2.0 / (p + 1) for p in (MACD_FAST, MACD_SLOW, MACD_SIGNAL))
-    a_rsi = 1.0 / RSI_PERIOD
-    prev = rows.col(d.close, -EMA_LOOKBACK)
-    for off in range(1 - EMA_LOOKBACK, 1):
-        x = rows.col(d.close, off)
-        have = ~np.isnan(x)
-        fast = np.where(have, np.where(np.isnan(fast), x, fast + a_fast * (x - fast)), fast)
-        slow = np.where(have, np.where(np.isnan(slow), x, slow + a_slow * (x - slow)), slow)
-        macd = fast - slow
-        signal = np.where(
-            have, np.where(np.isnan(signal), macd, signal + a_sig * (macd - signal)), signal
-        )
-        diff = x - prev
-        moved = ~np.isnan(diff)
-        gain = np.where(moved, gain + a_rsi * (np.maximum(diff, 0.0) - gain), gain)
-        loss = np.where(moved, loss + a_rsi * (np.maximum(-diff, 0.0) - loss), loss)
-        prev = x
+    """RSI and MACD over exactly ``EMA_LOOKBACK`` minutes (see :mod:`.momentum`).
+
+    MACD, its signal and histogram are divided by the current close (scale-free).
+    """
+    alphas = (2.0 / (MACD_FAST + 1), 2.0 / (MACD_SLOW + 1), 2.0 / (MACD_SIGNAL + 1))
+    window = rows.window(d.close, EMA_LOOKBACK + 1)
+    macd, signal, gain, loss = ema_states(window, alphas, 1.0 / RSI_PERIOD)
     ok = rows.count(d.cum_bar, EMA_LOOKBACK) >= MIN_COVERAGE * EMA_LOOKBACK
     close = rows.col(d.close)
     total = gain + loss
     rsi = np.where(total > 0, 100.0 * gain / np.where(total > 0, total, 1.0), 50.0)
     out[f"rsi_{RSI_PERIOD}"] = np.where(ok, rsi, np.nan)
-    out["macd"] = np.where(ok, (fast - slow) / close, np.nan)
+    out["macd"] = np.where(ok, macd / close, np.nan)
     out["macd_signal"] = np.where(ok, signal / close, np.nan)
-    out["macd_hist"] = np.where(ok, (fast - slow - signal) / close, np.nan)
+    out["macd_hist"] = np.where(ok, (macd - signal) / close, np.nan)
 
 
 def _calendar(times: IntArray, out: dict[str, FloatArray]) -> None:

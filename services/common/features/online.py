@@ -15,9 +15,9 @@ runs the same kernel as :func:`~.batch.featurize_many`, vectorised over the micr
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import numpy as np
@@ -37,10 +37,6 @@ class FeatureRow:
     features: dict[str, float | None]
 
 
-def _field(candle: Any, name: str) -> Any:
-    return candle[name] if isinstance(candle, Mapping) else getattr(candle, name)
-
-
 class OnlineFeatures:
     """Rolling feature state of one symbol; equal to the batch path on the same history."""
 
@@ -54,12 +50,15 @@ class OnlineFeatures:
 
     def _columns(self, candles: Sequence[Any]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The candles as arrays; ``ValueError`` unless times are minute-aligned and increasing."""
-        times = np.fromiter((int(_field(c, "time")) for c in candles), np.int64, len(candles))
+        fields = ("time", *COLUMNS)
+        get = (itemgetter if isinstance(candles[0], Mapping) else attrgetter)(*fields)
+        table = np.array([get(c) for c in candles], dtype=np.float64).reshape(-1, len(fields))
+        times = table[:, 0].astype(np.int64)
         floor = -1 if self.last_time is None else self.last_time
-        if (times % MINUTE).any() or (np.diff(times, prepend=floor) <= 0).any():
+        bad = (times != table[:, 0]) | (times % MINUTE != 0) | (np.diff(times, prepend=floor) <= 0)
+        if bad.any():
             raise ValueError(f"{self.symbol}: candle times must increase past {self.last_time}")
-        cols = {n: np.fromiter((float(_field(c, n)) for c in candles), np.float64) for n in COLUMNS}
-        return times, cols
+        return times, {name: table[:, k + 1] for k, name in enumerate(COLUMNS)}
 
     def _prior(self, t0: int) -> tuple[np.ndarray, np.ndarray]:
         """Aggregates of the hours before the grid (zeros where no candle was seen)."""
@@ -112,18 +111,12 @@ class OnlineFeatures:
 
     def _rows(self, d: Derived, slots: np.ndarray) -> list[FeatureRow]:
         values = compute(d, Rows(slice(int(slots[0]), int(slots[-1]) + 1)))
-        picked = slots - slots[0]
-        columns = [values[name][picked].tolist() for name in FEATURE_NAMES]
+        table = np.column_stack([values[name] for name in FEATURE_NAMES])[slots - slots[0]]
+        cells = table.astype(object)
+        cells[np.isnan(table)] = None
         times = d.frame.times(slots)
         warm = is_warm(times, self.origin or 0).tolist()
         return [
-            FeatureRow(
-                time=int(t),
-                warm=w,
-                features={
-                    n: (None if math.isnan(v) else v)
-                    for n, v in zip(FEATURE_NAMES, vals, strict=True)
-                },
-            )
-            for t, w, vals in zip(times.tolist(), warm, zip(*columns, strict=True), strict=True)
+            FeatureRow(time=t, warm=w, features=dict(zip(FEATURE_NAMES, row, strict=True)))
+            for t, w, row in zip(times.tolist(), warm, cells.tolist(), strict=True)
         ]

@@ -90,7 +90,7 @@ def _spec() -> dict[str, object]:
 def _version() -> str:
     """Name plus a short hash of the spec and of the numeric kernel's source."""
     digest = hashlib.sha256(json.dumps(_spec(), sort_keys=True).encode())
-    for module in ("kernel.py", "frame.py"):
+    for module in ("kernel.py", "frame.py", "momentum.py"):
         digest.update((Path(__file__).parent / module).read_bytes())
     return f"{FEATURE_SET_NAME}-{digest.hexdigest()[:12]}"
 
