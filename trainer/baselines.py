@@ -51,9 +51,12 @@ def fit_ols(x: np.ndarray, y: np.ndarray) -> list[float]:
     return [round(float(c), 12) for c in coef]
 
 
-def tune_ewma(valid: pd.DataFrame, lambdas: tuple[float, ...] = LAMBDA_GRID) -> float:
-    """The lambda whose bias-corrected EWMA forecast has the lowest validation QLIKE."""
+def tune_ewma(valid: pd.DataFrame, lambdas: tuple[float, ...] | None = None) -> float:
+    """The lambda (of those with a column) whose bias-corrected EWMA forecast has the lowest
+    validation QLIKE."""
     y = valid["y"].to_numpy()
+    if lambdas is None:
+        lambdas = tuple(lam for lam in LAMBDA_GRID if ewma_column(lam) in valid.columns)
 
     def loss(lam: float) -> float:
         yhat = valid[ewma_column(lam)].to_numpy()

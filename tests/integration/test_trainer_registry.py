@@ -34,7 +34,7 @@ def make_settings(uri: str) -> Settings:
         mlflow_tracking_uri=uri,
         model_name=f"test-{uuid.uuid4().hex[:8]}",
         kafka_bootstrap_servers="127.0.0.1:1",
-        xgb_threads=2,
+        xgb_threads=1,
     )
 
 
