@@ -123,8 +123,8 @@ class Validator:
         clean = [(v.symbol.encode(), c) for v in verdicts if v.symbol for c in v.clean]
         letters = [(None, d.to_bytes()) for v in verdicts for d in v.dead_letters]
         await asyncio.gather(
-            kafka.send_batch(self.producer, TICKS_CLEAN, clean),
-            kafka.send_batch(self.producer, TICKS_DLQ, letters),
+            kafka.send_batch_packed(self.producer, TICKS_CLEAN, clean),
+            kafka.send_batch_packed(self.producer, TICKS_DLQ, letters),
         )
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:

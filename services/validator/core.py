@@ -24,6 +24,7 @@ emits nothing twice.
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -212,6 +213,10 @@ class _Pass:
         self.last_row: dict[str, Any] | None = None  # the last clean row of this batch
         self.seen: int | None = None  # the last usable time seen, clean or not
         self.backwards: tuple[int, int] | None = None
+        # close / previous close inside this band is a plausible one-interval move (a hair
+        # narrower than the exact rule, so the band never lets through what the rule flags)
+        a = rules.max_log_return * (1 - 1e-9)
+        self.band = (math.exp(-a), math.exp(a))
         self.newest: int | None = None
 
     @property
@@ -239,26 +244,33 @@ class _Pass:
         sound = r.sound(row, interval, self.now)
         self.order(row["time"] if sound else r.row_time(row))
         found = [] if sound else r.schema_reasons(row) or r.finite_reasons(row)
-        if found:
-            self.bad.append((i, [x.model_copy(update={"index": i}) for x in found]))
-            return
-        t = row["time"]
-        if self.t is not None and t <= self.t:
-            self.duplicate(i, row, t)
-            return
-        if not sound:
-            found = r.value_reasons(row) + r.time_reasons(t, interval, self.now)
-        if not found and self.t is not None:
-            elapsed = (t - self.t) // interval
-            jump = r.jump_reason(row["close"], self.close, elapsed, self.rules.max_log_return)
-            found = [jump] if jump else []
-            if not found and elapsed > 1:
-                self.gaps.append((self.t, t, (elapsed - 1) * interval / 60))
+        if not found:
+            t = row["time"]
+            if self.t is not None and t <= self.t:
+                self.duplicate(i, row, t)
+                return
+            if not sound:
+                found = r.value_reasons(row) + r.time_reasons(t, interval, self.now)
+            if not found and self.t is not None:
+                found = self.jump(row["close"], t)
         if found:
             self.bad.append((i, [x.model_copy(update={"index": i}) for x in found]))
             return
         self.clean.append(encode_candle(self.batch.symbol, row, self.batch.fetched_at))
-        self.t, self.close, self.last_row = t, float(row["close"]), row
+        self.t, self.close, self.last_row = row["time"], float(row["close"]), row
+
+    def jump(self, close: float, t: int) -> list[DeadLetterReason]:
+        """The jump rule against the last clean close; a plausible step over a gap records it."""
+        assert self.t is not None
+        elapsed = (t - self.t) // self.batch.interval_s
+        if elapsed == 1 and self.band[0] <= close / self.close <= self.band[1]:
+            return []  # the common case: the next interval, a plausible move
+        found = r.jump_reason(close, self.close, elapsed, self.rules.max_log_return)
+        if found is not None:
+            return [found]
+        if elapsed > 1:
+            self.gaps.append((self.t, t, (elapsed - 1) * self.batch.interval_s / 60))
+        return []
 
     def duplicate(self, i: int, row: dict[str, Any], t: int) -> None:
         """A time already emitted: a counted duplicate, or a conflict inside this batch."""

@@ -103,3 +103,21 @@ def test_mutated_batches(payload: bytes, mark: Mark | None, rules: Rules) -> Non
     assert v.outcome != "malformed"
     if rules.policy == "drop":
         assert v.total("dead_letter") in (0, v.records)
+
+
+@st.composite
+def mutated_rows(draw: st.DrawFn) -> dict[str, Any]:
+    """A good row with up to three fields set to arbitrary JSON scalars."""
+    one = rows(1, start=T0 + 60 * draw(st.integers(-3, 3)))[0]
+    for f in draw(st.lists(st.sampled_from(FIELDS), max_size=3)):
+        one[f] = draw(json_scalars)
+    return one
+
+
+@settings(max_examples=300)
+@given(one=mutated_rows(), interval=st.sampled_from([60, 3600]))
+def test_the_fast_path_never_passes_what_the_rules_reject(one: dict, interval: int) -> None:
+    from services.validator.rules import check_row, sound
+
+    if sound(one, interval, NOW):
+        assert check_row(one, interval, NOW) == []
