@@ -24,6 +24,8 @@ from services.common.features.spec import FEATURE_NAMES, MINUTE, WARMUP_MINUTES
 
 CHUNK_ROWS = 16_384
 """Rows per kernel call: bounds memory, keeps the working set in cache."""
+GATHER_ROWS = 1024
+"""Rows per call for scattered ``at`` times: each gathers copies of its windows."""
 REQUIRED = ("time", "open", "high", "low", "close", "volumefrom", "volumeto")
 
 
@@ -56,7 +58,8 @@ def _chunks(frame: Frame, present: np.ndarray, at: Sequence[int] | None) -> list
     wanted = wanted[(wanted >= frame.t0) & (wanted < frame.t0 + frame.n * MINUTE)]
     slots = frame.slot(wanted[wanted % MINUTE == 0])
     slots = slots[present[slots]]
-    return [Rows(slots[a : a + CHUNK_ROWS]) for a in range(0, len(slots), CHUNK_ROWS)]
+    step = GATHER_ROWS
+    return [Rows(slots[a : a + step]) for a in range(0, len(slots), step)]
 
 
 def _block(d: Derived, rows: Rows, origin: int) -> pd.DataFrame:
