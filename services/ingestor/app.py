@@ -108,7 +108,9 @@ class Poller:
         self.cfg = cfg
         self.cooldown_until = 0.0  # monotonic; set when the API asks for a long pause
 
-    async def collect(self, symbol: str, after: int | None, first_limit: int, reach_s: float = 0):
+    async def collect(
+        self, symbol: str, after: int | None, first_limit: int, reach_s: float = 0
+    ) -> list[Row]:
         """Closed candles newer than ``after`` (oldest first); ``reach_s`` bounds a backfill."""
         page = await self.client.histominute(symbol, first_limit)
         open_time = newest_time(page.rows)
@@ -261,6 +263,10 @@ async def run(settings: Settings, cfg: IngestorSettings, stop: asyncio.Event) ->
             await client.aclose()
 
 
+async def _run_quietly(settings: Settings, cfg: IngestorSettings, stop: asyncio.Event) -> None:
+    await run(settings, cfg, stop)
+
+
 def serve(settings: Settings, cfg: IngestorSettings) -> int:
     """The process entry (``python -m`` and the CLI): logs, metrics, run until done or a signal.
 
@@ -270,7 +276,7 @@ def serve(settings: Settings, cfg: IngestorSettings) -> int:
     configure_logging(settings.log_level, service="ingestor")
     try:
         serve_metrics(cfg.metrics_port)
-        asyncio.run(kafka.run_until_stopped(lambda stop: run(settings, cfg, stop)))
+        asyncio.run(kafka.run_until_stopped(functools.partial(_run_quietly, settings, cfg)))
     except ConfigError as exc:
         log.error("configuration error", extra={"error": str(exc)})
         sys.stderr.write(f"ingestor: {exc}\n")

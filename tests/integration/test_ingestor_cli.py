@@ -17,6 +17,7 @@ from tests.integration.test_ingestor_support import (
     run_consume,
     spawn,
     stop,
+    volstream,
     wait_until,
 )
 
@@ -48,24 +49,7 @@ def test_backfill_cli_against_the_emulator(
 ) -> None:
     with emulator(tmp_path, service_env, "--speed", "0", "--start-time", "1800000000") as emu:
         env = {**service_env, "CRYPTOCOMPARE_BASE_URL": emu.url}
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "services.cli.main",
-                "ingest",
-                "backfill",
-                "--days",
-                "0.5",
-                "--symbols",
-                "BTC,ETH",
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-        assert out.returncode == 0, out.stderr[-2000:]
+        volstream("ingest", "backfill", "--days", "0.5", "--symbols", "BTC,ETH", env=env)
         served = {s: emu.closed_rows(s)[-720:] for s in ("BTC", "ETH")}
     batches = run_consume(settings, idle_s=2.0)
     for symbol in ("BTC", "ETH"):

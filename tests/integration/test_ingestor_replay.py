@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from collections import Counter
 
 import pytest
@@ -13,7 +11,7 @@ from services.common.settings import Settings
 from services.ingestor.app import run
 from services.ingestor.settings import IngestorSettings
 from tests.conftest import CC_DIR, TWO_YEAR_FILE
-from tests.integration.test_ingestor_support import consume_raw, run_consume
+from tests.integration.test_ingestor_support import consume_raw, run_consume, volstream
 
 pytestmark = pytest.mark.integration
 
@@ -22,24 +20,8 @@ pytestmark = pytest.mark.integration
 def test_two_year_replay_puts_every_candle_on_ticks_raw(
     settings: Settings, service_env: dict[str, str]
 ) -> None:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "services.cli.main",
-            "ingest",
-            "replay",
-            "--file",
-            str(TWO_YEAR_FILE),
-            "--speed",
-            "max",
-        ],
-        env=service_env,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
+    replay = ("ingest", "replay", "--file", str(TWO_YEAR_FILE), "--speed", "max")
+    volstream(*replay, env=service_env, timeout=400)
     batches = run_consume(settings, idle_s=3.0)
     times = [c["time"] for _, _, b in batches for c in b.candles]
     assert len(times) == 1_052_560  # counted by consuming, not by end offsets

@@ -43,6 +43,19 @@ def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     )
 
 
+def volstream(*args: str, env: dict[str, str], timeout: float = 300) -> str:
+    """Run ``volstream ARGS`` (as ``python -m services.cli.main``); assert success; its stdout."""
+    out = subprocess.run(
+        [sys.executable, "-m", "services.cli.main", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
 class EmulatorProc:
     """``python -m services.ingestor.emulator`` on a free port."""
 
