@@ -99,15 +99,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             task.cancel()
 
 
-def create_app(service: Service) -> FastAPI:
-    """The HTTP face of the service."""
+def create_app(service: Service, run_loops: bool = True) -> FastAPI:
+    """The HTTP face of the service; ``run_loops=False`` serves HTTP only (no Kafka, no
+    registry polling: the API contract tests, where models are put in place by hand)."""
     from services.predictor.routes import health, metrics, model, predictions
 
     app = FastAPI(
         title="volstream predictor",
         version="1",
         summary="Realized-volatility forecasts (next 60 minutes) for crypto pairs",
-        lifespan=lifespan,
+        lifespan=lifespan if run_loops else None,
     )
     app.state.service = service
     for module in (health, predictions, model, metrics):

@@ -47,6 +47,8 @@ async def window(
 
 
 _PREDICT_ERRORS = {
+    400: {"model": ErrorBody, "description": "body is not decodable (e.g. not UTF-8)"},
+    413: {"model": ErrorBody, "description": "request body too large"},
     409: {"model": ErrorBody, "description": "feature_version differs from the model's"},
     503: {"model": ErrorBody, "description": "no champion model loaded yet"},
 }
