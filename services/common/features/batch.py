@@ -83,7 +83,8 @@ def featurize_many(candles: pd.DataFrame, at: Sequence[int] | None = None) -> pd
         return empty.astype({"time": "int64", "warm": bool})
     times = df["time"].to_numpy(dtype=np.int64)
     origin = int(times[0])
-    frame = Frame.from_points(frame_start(origin), int(times[-1]), times, df[list(COLUMNS)])
+    columns = {name: df[name].to_numpy() for name in COLUMNS}
+    frame = Frame.from_points(frame_start(origin), int(times[-1]), times, columns)
     d = derive(frame, np.zeros(PRIOR_HOURS), np.zeros(PRIOR_HOURS, dtype=np.int64))
     blocks = [_block(d, rows, origin) for rows in _chunks(frame, ~np.isnan(d.close), at)]
     if not blocks:

@@ -70,9 +70,9 @@ class Frame:
             before[name] = float(array[lead][0]) if lead.any() else math.nan
         return cls(t0=t0, n=n, cols=grid, before=before)
 
-    def slot(self, t: int | IntArray) -> int | IntArray:
-        """Index of the slot holding time ``t``."""
-        return (t - self.t0) // MINUTE
+    def slot(self, t: IntArray) -> IntArray:
+        """Indices of the slots holding times ``t``."""
+        return (np.asarray(t, dtype=np.int64) - self.t0) // MINUTE
 
     def times(self, rows: slice | IntArray) -> IntArray:
         """Candle times of the given slots."""
