@@ -46,6 +46,7 @@ from services.ingestor.core import (
     valid_times,
 )
 from services.ingestor.errors import AuthRequired, HistoryUnavailable
+from services.ingestor.recover import reconcile
 from services.ingestor.replay import after_checkpoint, iter_slices, paced
 from services.ingestor.settings import IngestorSettings
 
@@ -250,7 +251,9 @@ async def run(settings: Settings, cfg: IngestorSettings, stop: asyncio.Event) ->
             symbol, speed = replay_symbol(cfg, cfg.replay_file), parse_speed(cfg.replay_speed)
             return await replay(pub, cfg.replay_file, symbol, speed, stop, cfg.replay_resume)
         assert client is not None
-        pub = Publisher.to_kafka(producer, CheckpointStore.under(settings.data_dir), cfg.chunk_size)
+        store = CheckpointStore.under(settings.data_dir)
+        await reconcile(settings, store)
+        pub = Publisher.to_kafka(producer, store, cfg.chunk_size)
         poller = Poller(client, pub, cfg)
         if cfg.ingest_mode == "backfill":
             await poller.backfill(settings.symbols, cfg.backfill_days)

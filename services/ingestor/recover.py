@@ -1,0 +1,91 @@
+"""Recover checkpoints from the log itself, closing the window a kill -9 can leave.
+
+The checkpoint file is written right after the broker acknowledges a batch. A kill between the
+ack (or even the send) and that write leaves batches on ``ticks.raw`` that the file does not know,
+and a restart would publish them again. So at start-up the ingestor reads the tail of every
+``ticks.raw`` partition and moves each symbol's checkpoint up to the newest candle already there.
+
+The tail is read from a little before the reported end offset *until the partition goes idle*,
+because the embedded broker's reported end offset can undercount.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import orjson
+from aiokafka.structs import TopicPartition
+
+from services.common import kafka
+from services.common.settings import Settings
+from services.common.topics import TICKS_RAW
+from services.ingestor.checkpoint import CheckpointStore
+from services.ingestor.core import newest_time
+
+log = logging.getLogger(__name__)
+
+
+def newest_per_symbol(values: Iterable[bytes], sources: tuple[str, ...]) -> dict[str, int]:
+    """The newest candle time per symbol among RawBatch values from ``sources``.
+
+    >>> v = [b'{"symbol":"BTC","source":"live","candles":[{"time":60},{"time":120}]}',
+    ...      b'{"symbol":"BTC","source":"replay","candles":[{"time":999}]}', b'not json']
+    >>> newest_per_symbol(v, ("live", "backfill"))
+    {'BTC': 120}
+    """
+    newest: dict[str, int] = {}
+    for value in values:
+        try:
+            doc = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(doc, dict) or doc.get("source") not in sources:
+            continue
+        symbol, candles = doc.get("symbol"), doc.get("candles")
+        t = newest_time(candles) if isinstance(candles, list) else None
+        if isinstance(symbol, str) and t is not None and t > newest.get(symbol, t - 1):
+            newest[symbol] = t
+    return newest
+
+
+async def tail_values(settings: Settings, lookback: int = 200, idle_polls: int = 2) -> list[bytes]:
+    """The last ``lookback`` (or more) values of every ``ticks.raw`` partition."""
+    consumer = kafka.make_consumer(group_id=None, settings=settings)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        parts = consumer.partitions_for_topic(TICKS_RAW) or set()
+        tps = [TopicPartition(TICKS_RAW, p) for p in sorted(parts)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        for tp in tps:
+            consumer.seek(tp, max(0, ends[tp] - lookback))
+        values: list[bytes] = []
+        idle = 0
+        while idle < idle_polls:
+            batch = await consumer.getmany(timeout_ms=300)
+            idle = 0 if batch else idle + 1
+            values += [r.value for records in batch.values() for r in records if r.value]
+        return values
+    finally:
+        await consumer.stop()
+
+
+async def reconcile(
+    settings: Settings, store: CheckpointStore, sources: tuple[str, ...] = ("live", "backfill")
+) -> dict[str, int]:
+    """Move checkpoints up to what ``ticks.raw`` already holds; returns the ones moved."""
+    moved = {}
+    for symbol, t in newest_per_symbol(await tail_values(settings), sources).items():
+        current = store.load(symbol)
+        if current is None or t > current:
+            store.save(symbol, t)
+            moved[symbol] = t
+            log.warning(
+                "checkpoint advanced to what ticks.raw already holds",
+                extra={"symbol": symbol, "candle_time": t, "file_checkpoint": current},
+            )
+    return moved
