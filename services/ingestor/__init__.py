@@ -1,0 +1,13 @@
+"""The ingestor: CryptoCompare minute candles (live, backfill) or recorded history (replay) into
+``ticks.raw`` as RawBatch messages keyed by symbol.
+
+- ``python -m services.ingestor``: live polling with the environment's settings (``INGEST_MODE``,
+  ``SYMBOLS``, ``POLL_INTERVAL_S``, ``CRYPTOCOMPARE_BASE_URL``, ``CRYPTOCOMPARE_API_KEY``...);
+- ``volstream ingest live|backfill --days N|replay --file PATH --speed X|max``;
+- ``python -m services.ingestor.emulator`` / ``volstream emulator``: a local CryptoCompare with
+  real recorded data, a simulated clock and injectable faults.
+
+Modules: ``core`` (pure logic), ``client`` (HTTP + retries), ``app`` (polling, publishing,
+replay), ``checkpoint`` and ``recover`` (no gap, no repeat across restarts), ``replay`` (file
+sources and pacing), ``emulator``/``emulator_core``, ``errors``, ``metrics``, ``settings``.
+"""

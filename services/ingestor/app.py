@@ -266,6 +266,18 @@ async def run(settings: Settings, cfg: IngestorSettings, stop: asyncio.Event) ->
             await client.aclose()
 
 
+def start_metrics(cfg: IngestorSettings) -> None:
+    """Serve metrics; a one-shot replay/backfill next to a live ingestor goes on without them."""
+    try:
+        serve_metrics(cfg.metrics_port)
+    except OSError as exc:
+        if cfg.ingest_mode == "live":
+            raise
+        log.warning(
+            "metrics port busy: no metrics", extra={"port": cfg.metrics_port, "err": str(exc)}
+        )
+
+
 async def _run_quietly(settings: Settings, cfg: IngestorSettings, stop: asyncio.Event) -> None:
     await run(settings, cfg, stop)
 
@@ -278,7 +290,7 @@ def serve(settings: Settings, cfg: IngestorSettings) -> int:
     """
     configure_logging(settings.log_level, service="ingestor")
     try:
-        serve_metrics(cfg.metrics_port)
+        start_metrics(cfg)
         asyncio.run(kafka.run_until_stopped(functools.partial(_run_quietly, settings, cfg)))
     except ConfigError as exc:
         log.error("configuration error", extra={"error": str(exc)})
