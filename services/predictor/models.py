@@ -49,6 +49,25 @@ class MlflowRegistry:
         return alias_version(alias, self.settings)
 
 
+class StaticRegistry:
+    """Bundles already in memory, by version, with settable aliases: HTTP-only serving of a
+    model at hand (benchmarks, API contract tests) without an MLflow server."""
+
+    def __init__(self, *bundles: Any, champion: str | None = None) -> None:
+        self.bundles = {str(b.version): b for b in bundles}
+        self.aliases: dict[str, str] = {"champion": champion} if champion else {}
+        self.broken: set[str] = set()
+
+    def version(self, alias: str) -> str | None:
+        return self.aliases.get(alias)
+
+    def load(self, ref: str) -> Any:
+        version = self.aliases.get(ref, ref)
+        if version in self.broken or version not in self.bundles:
+            raise ModelError(f"cannot load model version {version!r}")
+        return self.bundles[version]
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     """A bundle in service, with its data-drift monitor."""

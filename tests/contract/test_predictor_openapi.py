@@ -15,27 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from pydantic import SecretStr
 from schemathesis import GenerationMode
 
-from services.common.errors import ModelError
 from services.common.settings import REPO_ROOT, Settings
 from services.predictor.app import build_service, create_app
+from services.predictor.models import StaticRegistry
 from services.predictor.settings import PredictorSettings
 
 PARQUET = REPO_ROOT.parent / "shared" / "data" / "btcusdt_1m_2023-2024.parquet"
-
-
-class OneModel:
-    """A registry holding one real bundle as champion."""
-
-    def __init__(self, bundle) -> None:
-        self.bundle = bundle
-
-    def version(self, alias: str) -> str | None:
-        return self.bundle.version if alias == "champion" else None
-
-    def load(self, ref: str):
-        if ref != self.bundle.version:
-            raise ModelError(f"no version {ref}")
-        return self.bundle
 
 
 def fitted_bundle():
@@ -59,7 +44,7 @@ def api_schema():
     service = build_service(
         Settings(admin_api_key=SecretStr("contract-key")),
         PredictorSettings(),
-        OneModel(fitted_bundle()),
+        StaticRegistry(fitted_bundle(), champion="1"),
     )
     asyncio.run(service.holder.reload())
     assert service.holder.models.champion is not None

@@ -4,25 +4,28 @@ broker, real feature vectors computed by the shared feature code from real candl
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic import SecretStr
 
 from services.common import kafka, registry
 from services.common.broker import EmbeddedBroker, free_port
 from services.common.features import FEATURE_NAMES, FEATURE_VERSION, featurize_many
-from services.common.schemas import Candle, DeadLetter, FeatureVector, Prediction
+from services.common.schemas import Candle, DeadLetter, FeatureVector, ModelEvent, Prediction
 from services.common.settings import REPO_ROOT, Settings
-from services.common.topics import FEATURES, PREDICTIONS, TICKS_CLEAN, TICKS_DLQ
+from services.common.topics import FEATURES, MODEL_EVENTS, PREDICTIONS, TICKS_CLEAN, TICKS_DLQ
 
 pytestmark = pytest.mark.integration
 
@@ -231,3 +234,104 @@ async def test_replayed_week_one_prediction_per_warm_vector(
 
 async def _ready(http: httpx.AsyncClient) -> bool:
     return (await http.get("/ready")).status_code == 200
+
+
+def extra_versions(model_settings: Settings, version: str) -> tuple[str, str]:
+    """Version 2: the same run registered again (loads fine). Version 3: a run with no bundle
+    (cannot load)."""
+    client = registry.client(model_settings)
+    name = model_settings.model_name
+    mv = client.get_model_version(name, version)
+    good = client.create_model_version(name, mv.source, run_id=mv.run_id).version
+    run = client.create_run(client.get_run(mv.run_id).info.experiment_id)
+    client.set_terminated(run.info.run_id)
+    bad = client.create_model_version(
+        name, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id
+    )
+    return str(good), str(bad.version)
+
+
+async def hammer(http: httpx.AsyncClient, body: dict, stop: asyncio.Event, seen: Counter) -> None:
+    """Steady load: /predict and /model in a loop; counts statuses and serving versions."""
+    while not stop.is_set():
+        r = await http.post("/predict", json=body)
+        seen[(r.status_code, r.json().get("model_version"))] += 1
+        seen[((await http.get("/model")).status_code, "model")] += 1
+
+
+@pytest.mark.slow
+async def test_hot_reload_under_load_fails_no_request(trained, settings, tmp_path) -> None:
+    import uvicorn
+
+    from services.predictor.app import build_service, create_app
+    from services.predictor.settings import PredictorSettings
+
+    model_settings, v1 = trained
+    v2, broken = extra_versions(model_settings, v1)
+    registry.set_alias("champion", v1, model_settings)
+    await kafka.ensure_topics(settings)
+    port = free_port()
+    s = settings.model_copy(
+        update={
+            "mlflow_tracking_uri": model_settings.mlflow_tracking_uri,
+            "model_name": model_settings.model_name,
+            "admin_api_key": SecretStr(ADMIN_KEY),
+        }
+    )
+    service = build_service(
+        s, PredictorSettings(model_poll_s=3600, realized_offset_reset="earliest")
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(service), host="127.0.0.1", port=port, log_config=None, access_log=False
+        )
+    )
+    serving = asyncio.create_task(server.serve())
+    feats = featurize_many(candles("2023-08-15", 7.1)).iloc[-1]
+    body = {
+        "symbol": "BTC",
+        "feature_version": FEATURE_VERSION,
+        "features": {n: None if math.isnan(feats[n]) else float(feats[n]) for n in FEATURE_NAMES},
+    }
+    stop, seen = asyncio.Event(), Counter()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            await wait_for(lambda: _ready(http), 90, "readiness")
+            assert (await http.post("/model/reload")).status_code == 401
+            assert (
+                await http.post("/model/reload", headers={"X-API-Key": "nope"})
+            ).status_code == 403
+            load = [asyncio.create_task(hammer(http, body, stop, seen)) for _ in range(8)]
+
+            # 1. promotion announced on model.events
+            registry.set_alias("champion", v2, model_settings)
+            event = ModelEvent(
+                event="promoted", model_name=s.model_name, version=v2, alias="champion"
+            )
+            await produce(settings, MODEL_EVENTS, [(s.model_name.encode(), event.to_bytes())])
+
+            async def champion_is(v: str) -> bool:
+                return (await http.get("/model")).json()["champion"]["version"] == v
+
+            await wait_for(lambda: champion_is(v2), 60, "the event-driven swap to v2")
+            # 2. a challenger appears; the admin asks for a reload
+            registry.set_alias("challenger", v1, model_settings)
+            admin = {"X-API-Key": ADMIN_KEY}
+            r = (await http.post("/model/reload", headers=admin)).json()
+            assert r["ok"] and r["challenger"]["version"] == v1
+            # 3. a broken champion: the load fails, v2 keeps serving
+            registry.set_alias("champion", broken, model_settings)
+            r = (await http.post("/model/reload", headers=admin)).json()
+            assert not r["ok"] and r["champion"]["version"] == v2 and r["last_error"]
+            await asyncio.sleep(1)
+            stop.set()
+            await asyncio.gather(*load)
+            text = (await http.get("/metrics")).text
+    finally:
+        stop.set()
+        server.should_exit = True
+        await asyncio.wait_for(serving, 30)
+    assert {status for status, _ in seen} == {200}, seen  # not one failed request
+    assert seen[(200, v1)] > 0 and seen[(200, v2)] > 0
+    assert metric(text, "model_reload_failures_total") == 1
+    assert metric(text, 'model_reloads_total{role="champion"}') == 2  # v1 at start, then v2

@@ -14,6 +14,7 @@ import xgboost as xgb
 from services.common.features import FEATURE_NAMES, FEATURE_VERSION, featurize_many
 from services.common.registry import ModelBundle
 from services.common.settings import REPO_ROOT
+from services.predictor.models import StaticRegistry
 from trainer.dataset import log_rv_target, minute_grid
 from trainer.metrics import bias_factor
 
@@ -91,26 +92,6 @@ def bundle(calm_candles: pd.DataFrame) -> ModelBundle:
     return train_bundle(calm_candles)
 
 
-class StaticRegistry:
-    """An in-process registry of real bundles: aliases point at versions (tests set them)."""
-
-    def __init__(self, *bundles: ModelBundle) -> None:
-        self.bundles = {b.version: b for b in bundles}
-        self.aliases: dict[str, str] = {}
-        self.fail_versions: set[str] = set()
-
-    def version(self, alias: str) -> str | None:
-        return self.aliases.get(alias)
-
-    def load(self, ref: str) -> ModelBundle:
-        from services.common.errors import ModelError
-
-        version = self.aliases.get(ref, ref)
-        if version in self.fail_versions or version not in self.bundles:
-            raise ModelError(f"cannot load version {version}")
-        return self.bundles[version]
-
-
 def vectors(feats: pd.DataFrame, symbol: str = "BTC", version: str = FEATURE_VERSION) -> list:
     """FeatureVector messages from a ``featurize_many`` frame (NaN -> None)."""
     from services.common.schemas import FeatureVector
@@ -148,9 +129,7 @@ def to_vectors():
 @pytest.fixture()
 def registry(bundle: ModelBundle) -> StaticRegistry:
     """A registry holding the calm bundle as version 1, aliased champion."""
-    reg = StaticRegistry(bundle)
-    reg.aliases["champion"] = bundle.version
-    return reg
+    return StaticRegistry(bundle, champion=bundle.version)
 
 
 @pytest.fixture(scope="session")

@@ -128,9 +128,9 @@ async def test_model_info_and_admin_reload(
     r = await client.post("/model/reload", headers={"X-API-Key": KEY})
     assert r.status_code == 200 and r.json()["ok"] and r.json()["challenger"]["version"] == "2"
     registry.aliases["champion"] = "2"
-    registry.fail_versions.add("2")
+    registry.broken.add("2")
     r = (await client.post("/model/reload", headers={"X-API-Key": KEY})).json()
-    assert not r["ok"] and "cannot load version 2" in r["last_error"]
+    assert not r["ok"] and "cannot load model version '2'" in r["last_error"]
     assert r["champion"]["version"] == "1"  # the old model keeps serving
     metrics = (await client.get("/metrics")).text
     assert "model_reload_failures_total 1.0" in metrics
