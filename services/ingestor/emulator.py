@@ -209,6 +209,19 @@ def parse_faults(spec: str) -> dict[str, float]:
     return out
 
 
+def default_start(wall: float, ahead_s: float, speed: float) -> float:
+    """The simulated start that keeps "now" at or behind the wall clock until the data ends.
+
+    Faster than real time, the clock would otherwise run into the future, and a validator that
+    refuses candles from the future would be right to. ``ahead_s`` is the data after the start.
+
+    >>> default_start(1000.0, ahead_s=600, speed=1.0), default_start(1000.0, 600, speed=3.0)
+    (960, 600)
+    """
+    lead = max(0.0, ahead_s) * (1 - 1 / speed) if speed > 1 else 0.0
+    return floor_minute(wall - lead)
+
+
 def build(args: argparse.Namespace) -> Emulator:
     """The emulator the command line describes."""
     from services.common.settings import get_settings
@@ -216,7 +229,11 @@ def build(args: argparse.Namespace) -> Emulator:
     data_dir = get_settings().shared_data_dir
     files = {s: data_dir / rel for s, rel in DEFAULT_FILES.items()}
     files.update({s.upper(): Path(p) for s, _, p in (d.partition("=") for d in args.dataset)})
-    start = float(args.start_time if args.start_time is not None else floor_minute(time.time()))
+    datasets = load_datasets(files, first_time=0)
+    span = max(ds.last for ds in datasets.values()) + MINUTE
+    start = args.start_time
+    if start is None:
+        start = default_start(time.time(), span - args.history_days * 86400, args.speed)
     datasets = load_datasets(files, first_time=floor_minute(start - args.history_days * 86400))
     faults = Faults(parse_faults(args.faults), seed=args.seed, slow_s=args.slow_s)
     return Emulator(datasets, SimClock(start, args.speed), faults, api_key=args.api_key)
@@ -227,7 +244,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")
-    p.add_argument("--start-time", type=float, default=None, help="simulated start (unix s)")
+    p.add_argument(
+        "--start-time",
+        type=float,
+        default=None,
+        help="simulated start, unix s (default: now, or earlier when faster than real time so "
+        "the clock never passes the wall clock)",
+    )
     p.add_argument("--history-days", type=float, default=1.0, help="data before the start")
     p.add_argument("--dataset", action="append", default=[], help="SYMBOL=path.json (repeat)")
     p.add_argument("--faults", default="", help=f"kind=prob,... kinds: {','.join(FAULT_KINDS)}")
