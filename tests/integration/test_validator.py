@@ -4,6 +4,8 @@ the real two-year file end to end."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -20,6 +22,7 @@ from services.common import kafka
 from services.common.schemas import DeadLetter, RawBatch
 from services.common.settings import Settings
 from services.common.topics import TICKS_CLEAN, TICKS_DLQ, TICKS_RAW
+from services.validator import dlq_io
 from services.validator import rules as r
 from services.validator.app import Validator
 from services.validator.metrics import ValidatorMetrics
@@ -227,3 +230,52 @@ async def test_marks_come_back_from_ticks_clean(settings: Settings) -> None:
     )
     clean = await read_all(settings, TICKS_CLEAN, expect=500)
     assert len(clean) == 500 and set(times_of(clean).values()) == {1}
+
+
+def volstream(env: dict[str, str], *args: str) -> str:
+    """Run the ``volstream`` CLI as an operator would; its stdout."""
+    out = subprocess.run(
+        [sys.executable, "-m", "services.cli.main", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+@pytest.mark.slow
+async def test_dlq_show_then_replay_after_a_fix_is_idempotent(
+    settings: Settings, service_env: dict[str, str]
+) -> None:
+    await kafka.ensure_topics(settings)
+    first = broken(good(T, 200), {3: {"volumefrom": -1.0}, 4: {"open": 0.0}})  # 2 rows out
+    second = broken(good(T + 12_000, 100), {1: {"high": 1.0}, 2: {"low": 1e6}})  # 2% bad
+    await produce(settings, [(b"BTC", first.to_bytes()), (b"BTC", second.to_bytes())])
+    await produce(settings, [(b"BTC", b"not json")])
+    async with InProcess(settings) as v:
+        await v.wait_batches(3)
+    shown = await asyncio.to_thread(volstream, service_env, "dlq", "show", "-n", "2")
+    assert shown.startswith("4 dead letters")
+    for code in ("negative_volume", "non_positive_price", "too_many_invalid", "not_json"):
+        assert code in shown
+    assert "last 2 examples:" in shown and "payload (8 bytes): 'not json'" in shown
+
+    # the fix: tolerate 5% bad rows; the rejected batch now passes, its two bad rows go alone
+    replayed = await asyncio.to_thread(volstream, service_env, "dlq", "replay")
+    assert replayed.startswith("re-sent 3 messages")  # batch, the two rows as one batch, garbage
+    async with InProcess(settings, max_invalid_fraction=0.05) as fixed:
+        await fixed.wait_batches(3)
+    clean = await read_all(settings, TICKS_CLEAN, expect=198 + 98)
+    assert len(clean) == 198 + 98 and set(times_of(clean).values()) == {1}
+    reg = fixed.registry
+    assert sample(reg, "validator_records_total", outcome="duplicate", reason="duplicate") == 2
+
+    # replaying everything again emits nothing new; only new letters are re-sent by default
+    # new since the replay: the two rows of the fixed batch (one message) and the garbage again
+    assert await dlq_io.replay_letters(settings, set(), from_start=False, dry_run=True) == (2, 0)
+    await dlq_io.replay_letters(settings, set(), from_start=True, dry_run=False)
+    async with InProcess(settings, max_invalid_fraction=0.05) as again:
+        await again.wait_batches(3)
+    assert len(await read_all(settings, TICKS_CLEAN, expect=198 + 98)) == 198 + 98
