@@ -21,6 +21,8 @@ class Query:
 
     expr: str
     legend: str = ""
+    right_axis: bool = False
+    """Draw on a second y axis (another unit or scale than the panel's first query)."""
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,7 @@ SERVICE = Dashboard(
                     "Predicted vs realized volatility",
                     (
                         Q("model_prediction_value", "{{symbol}} {{role}} predicted"),
-                        Q("model_live_rmse", "{{role}} live log-RV RMSE vs realized"),
+                        Q("model_live_rmse", "{{role}} live log-RV RMSE vs realized", True),
                     ),
                     description="The latest predicted 60-minute RV per model, and its rolling"
                     " error against the realized RV the stream revealed an hour later.",

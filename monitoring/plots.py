@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from monitoring.panels import PANELS_BY_TITLE, Panel, threshold_of
+from monitoring.panels import PANELS_BY_TITLE, Panel, Query, threshold_of
 from monitoring.promapi import Series
 
 if TYPE_CHECKING:
@@ -48,10 +48,10 @@ REPORTS: dict[str, tuple[str, tuple[str, ...]]] = {
 
 @dataclass(frozen=True)
 class PanelData:
-    """A panel and the series its queries returned, with their legend templates."""
+    """A panel and the series its queries returned, each with the query it came from."""
 
     panel: Panel
-    series: list[tuple[str, Series]]
+    series: list[tuple[Query, Series]]
 
 
 def legend(template: str, labels: dict[str, str]) -> str:
@@ -89,12 +89,15 @@ def render_figure(title: str, data: Sequence[PanelData], path: Path) -> Path:
 
 
 def _draw(ax: Axes, item: PanelData) -> None:
-    panel = item.panel
-    for template, series in item.series[:12]:  # a readable legend, not 50 PSI lines
+    panel, right = item.panel, None
+    for query, series in item.series[:12]:  # a readable legend, not 50 PSI lines
         times = [datetime.fromtimestamp(t, UTC) for t, _ in series.points]
         values = [v for _, v in series.points]
-        label = legend(template, series.labels)
-        ax.plot(times, values, label=label)  # type: ignore[arg-type]  # datetimes plot fine
+        if query.right_axis and right is None:
+            right = ax.twinx()
+        target = right if query.right_axis and right is not None else ax
+        color = f"C{len(ax.lines) + (len(right.lines) if right else 0)}"
+        target.plot(times, values, label=legend(query.legend, series.labels), color=color)  # type: ignore[arg-type]
     threshold = threshold_of(panel)
     if threshold is not None and panel.threshold:
         ax.axhline(threshold, color="red", linestyle="--", label=f"alert: {panel.threshold[0]}")
@@ -102,5 +105,9 @@ def _draw(ax: Axes, item: PanelData) -> None:
         ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
     ax.set_title(panel.title, fontsize=10)
     ax.set_ylabel(panel.unit if panel.unit != "short" else "")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="upper left")
+    handles, labels = ax.get_legend_handles_labels()
+    if right is not None:
+        more = right.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
+    if handles:
+        ax.legend(handles, labels, fontsize=7, loc="upper left")

@@ -47,7 +47,7 @@ def build_reports(
                 plots.PanelData(
                     panel,
                     [
-                        (q.legend, s)
+                        (q, s)
                         for q in panel.queries
                         for s in client.query_range(q.expr, start, end, step)
                     ],

@@ -59,6 +59,9 @@ def build_panel(panel: spec.Panel, panel_id: int) -> timeseries.Panel:
         .thresholds_style(common_b.GraphThresholdsStyleConfig().mode(mode))
     )
     for ref, query in zip(string.ascii_uppercase, panel.queries, strict=False):
+        if query.right_axis:
+            right = dashboard.DynamicConfigValue(id_val="custom.axisPlacement", value="right")
+            builder.override_by_query(ref, [right])
         builder.with_target(
             prometheus.Dataquery()
             .expr(query.expr)

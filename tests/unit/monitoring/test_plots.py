@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from monitoring import plots
-from monitoring.panels import PANELS_BY_TITLE
+from monitoring.panels import PANELS_BY_TITLE, Query
 from monitoring.promapi import Series
 from monitoring.report import parse_duration
 
@@ -26,9 +26,15 @@ def test_render_figure_writes_a_png_with_data_and_without(tmp_path: Path) -> Non
         for i in range(20)
     ]
     data = [
-        plots.PanelData(PANELS_BY_TITLE["Data drift ratio"], [("share", drift)]),
-        plots.PanelData(PANELS_BY_TITLE["PSI per feature"], [("{{feature}}", s) for s in psi]),
+        plots.PanelData(PANELS_BY_TITLE["Data drift ratio"], [(Query("d", "share"), drift)]),
+        plots.PanelData(
+            PANELS_BY_TITLE["PSI per feature"], [(Query("psi", "{{feature}}"), s) for s in psi]
+        ),
         plots.PanelData(PANELS_BY_TITLE["Out-of-range values per feature"], []),
+        plots.PanelData(
+            PANELS_BY_TITLE["Predicted vs realized volatility"],
+            [(Query("p", "predicted"), drift), (Query("e", "error", right_axis=True), drift)],
+        ),
     ]
     path = plots.render_figure("Data drift", data, tmp_path / "sub" / "drift.png")
     assert path.read_bytes()[:8] == PNG_MAGIC
