@@ -170,11 +170,11 @@ class Poller:
         return outcome
 
     async def run_live(self, symbols: Sequence[str], stop: asyncio.Event) -> None:
-        """Poll every symbol each ``poll_interval_s`` until ``stop`` is set."""
+        """Poll every symbol (concurrently: one slow symbol does not delay the others) each
+        ``poll_interval_s`` until ``stop`` is set."""
         while not stop.is_set():
             t0 = time.monotonic()
-            for symbol in symbols:
-                await self.poll(symbol)
+            await asyncio.gather(*(self.poll(symbol) for symbol in symbols))
             await sleep_or_stop(stop, self.cfg.poll_interval_s - (time.monotonic() - t0))
 
     async def backfill(self, symbols: Sequence[str], days: float) -> dict[str, str]:
