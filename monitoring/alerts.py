@@ -245,13 +245,15 @@ PIPELINE: list[Recording | Alert] = [
     Alert(
         "IngestorStale",
         "volstream:ingestor_api_error_ratio:rate5m > {error_ratio}"
-        " or max(ingestor_lag_seconds) > {lag_s}",
+        " or (max(ingestor_lag_seconds) > {lag_s}"
+        ' unless sum(rate(ingestor_candles_published_total{{source="replay"}}[10m])) > 0)',
         {"error_ratio": 0.5, "lag_s": 300},
         for_minutes=5,
         severity="critical",
         summary="The ingestor is stale: API errors persist or the newest candle is old",
         description="For 5 minutes, either most polls of the market-data API failed or the newest"
-        " candle ingested is older than the lag threshold: no fresh data enters the pipeline.",
+        " candle ingested is older than the lag threshold: no fresh data enters the pipeline."
+        " (The lag is not judged while a replay publishes history: replayed candles are old.)",
         signals=("volstream:ingestor_api_error_ratio:rate5m", "max(ingestor_lag_seconds)"),
         unit="s",
     ),
