@@ -23,14 +23,20 @@ STAGE = "predictor"
 
 
 class Bundle(Protocol):
-    """What the predictor needs of a registered model (``services.common.registry.ModelBundle``)."""
+    """What scoring needs of a model (``services.common.registry.ModelBundle`` has it)."""
 
-    booster: Any
-    name: str
-    version: str
-    feature_names: list[str]
-    feature_version: str
-    bias_factor: float
+    @property
+    def booster(self) -> Any: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def feature_names(self) -> list[str]: ...
+    @property
+    def feature_version(self) -> str: ...
+    @property
+    def bias_factor(self) -> float: ...
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,12 @@ class PredictorMetrics:
         self.model_info = Gauge(
             "model_info", "Loaded models (value 1)", ["name", "version", "role"], registry=r
         )
+        self.test_qlike = Gauge(
+            "model_test_qlike", "Loaded model's test QLIKE (from training)", ["role"], registry=r
+        )
+        self.test_rmse = Gauge(
+            "model_test_rmse", "Loaded model's test log-RV RMSE", ["role"], registry=r
+        )
         self.reload_failures = Counter(
             "model_reload_failures", "Model loads that failed (old model kept)", registry=r
         )

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from services.common.errors import ModelError
+from services.common.registry import ModelBundle
 from services.common.settings import Settings
-from services.predictor.core import Bundle
 from services.predictor.drift import DriftMonitor
 from services.predictor.metrics import PredictorMetrics
 
@@ -72,7 +72,7 @@ class StaticRegistry:
 class LoadedModel:
     """A bundle in service, with its data-drift monitor."""
 
-    bundle: Bundle
+    bundle: ModelBundle
     drift: DriftMonitor
     loaded_at: float
 
@@ -157,13 +157,16 @@ class ModelHolder:
 
     def _swapped(self, old: ModelSet) -> None:
         m = self.metrics
-        m.model_info.clear()
-        m.feature_psi.clear()
+        for gauge in (m.model_info, m.feature_psi, m.test_qlike, m.test_rmse):
+            gauge.clear()
         for role, lm in (("champion", self.models.champion), ("shadow", self.models.challenger)):
             if lm is None:
                 continue
             b = lm.bundle
             m.model_info.labels(b.name, b.version, role).set(1)
+            for gauge, key in ((m.test_qlike, "test_qlike"), (m.test_rmse, "test_rmse")):
+                if key in b.metrics:
+                    gauge.labels(role).set(b.metrics[key])
             prev = old.champion if role == "champion" else old.challenger
             if prev is None or prev.bundle.version != b.version:
                 m.reloads.labels(role).inc()

@@ -31,14 +31,18 @@ class PredictionRing:
 
     def extend(self, predictions: list[Prediction]) -> None:
         """Add champion predictions (any order); older duplicates are replaced."""
+        newest: dict[str, Prediction] = {}
         for p in predictions:
             book = self._by_symbol.setdefault(p.symbol, OrderedDict())
             book[p.time] = p
-            cur = self._latest.get(p.symbol)
-            if cur is None or p.time >= cur[0].time:
-                self._latest[p.symbol] = (p, p.to_bytes())
             while len(book) > self.size:
                 book.popitem(last=False)
+            if p.symbol not in newest or p.time >= newest[p.symbol].time:
+                newest[p.symbol] = p
+        for symbol, p in newest.items():  # encode once per symbol and batch
+            cur = self._latest.get(symbol)
+            if cur is None or p.time >= cur[0].time:
+                self._latest[symbol] = (p, p.to_bytes())
 
     def latest(self, symbol: str) -> Prediction | None:
         """The newest prediction for ``symbol``."""

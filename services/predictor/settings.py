@@ -21,7 +21,7 @@ class PredictorSettings(BaseSettings):
     """``METRICS_PORT``: an extra Prometheus port; 0 (default) serves ``/metrics`` on the HTTP
     port only."""
     consumer_group: str = "predictor"
-    """``PREDICTOR_GROUP``-like knob: the consumer group on ``features``."""
+    """``CONSUMER_GROUP``: the predictor's consumer group on ``features``."""
     model_poll_s: float = Field(default=30.0, gt=0)
     """``MODEL_POLL_S``: fallback polling interval of the registry aliases (seconds)."""
     model_wait_s: float = Field(default=5.0, gt=0)

@@ -30,7 +30,7 @@ from services.predictor.settings import PredictorSettings
 log = logging.getLogger(__name__)
 
 
-class _Assignment(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Assignment(ConsumerRebalanceListener):
     """Tracks whether the group has handed us partitions (part of readiness)."""
 
     def __init__(self) -> None:

@@ -16,7 +16,7 @@ _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="ADMIN_A
 
 async def get_service(request: Request) -> Service:
     """The process's Service (set on the app at creation)."""
-    return request.app.state.service  # type: ignore[no-any-return]
+    return request.app.state.service
 
 
 ServiceDep = Annotated["Service", Depends(get_service)]
