@@ -7,7 +7,9 @@ that needs a private one on a free port and must stop it by PID afterwards.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -45,9 +47,17 @@ class MlflowServer:
             "1",
         ]
 
-    def start(self, timeout_s: float = 240) -> MlflowServer:
-        """Start and wait for ``/health`` (first start migrates the SQLite schema: ~20 s)."""
+    def start(self, timeout_s: float = 300) -> MlflowServer:
+        """Start and wait for ``/health``.
+
+        A first start migrates the SQLite schema (~20 s on an idle machine, minutes on a busy
+        one), so the freshly migrated empty store is kept as a template and copied next time.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
+        db = self.root / "mlflow.db"
+        template = _template()
+        if template.exists() and not db.exists():
+            shutil.copyfile(template, db)
         log = open(self.root / "mlflow.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             self.command(),
@@ -62,6 +72,7 @@ class MlflowServer:
                 raise RuntimeError(f"mlflow server exited; see {self.root / 'mlflow.log'}")
             try:
                 if httpx.get(f"{self.uri}/health", timeout=1).status_code == 200:
+                    _save_template(db, template)
                     return self
             except httpx.HTTPError:
                 pass
@@ -70,6 +81,7 @@ class MlflowServer:
         raise RuntimeError("mlflow server did not become healthy")
 
     def stop(self) -> None:
+        """Stop the server's process group (SIGTERM, then SIGKILL)."""
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
@@ -83,3 +95,21 @@ class MlflowServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _template() -> Path:
+    import mlflow
+
+    cache = Path.home() / ".cache" / "volstream"
+    return cache / f"mlflow-{mlflow.__version__}-empty.db"
+
+
+def _save_template(db: Path, template: Path) -> None:
+    """Keep a copy of a just-migrated, still empty store (SQLite's online backup is safe)."""
+    if template.exists() or not db.exists():
+        return
+    template.parent.mkdir(parents=True, exist_ok=True)
+    tmp = template.with_suffix(f".{os.getpid()}.tmp")
+    with sqlite3.connect(db) as src, sqlite3.connect(tmp) as dst:
+        src.backup(dst)
+    os.replace(tmp, template)
