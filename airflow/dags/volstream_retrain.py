@@ -141,7 +141,11 @@ def notify(snap: dict, report: dict, version: dict, trained: str, decided: str, 
         "dataset": version,
         "model": {"name": settings.model_name, "version": train_doc["version"]},
         "training_run_id": train_doc["run_id"],
-        "test_qlike": {k: v["qlike"] for k, v in train_doc["report"].items() if "qlike" in v},
+        "test_qlike": {
+            k: v["qlike"]
+            for k, v in train_doc["report"].items()
+            if isinstance(v, dict) and "qlike" in v
+        },
         "decision": decision,
         "champion": registry.alias_version(registry.CHAMPION, settings),
     }
