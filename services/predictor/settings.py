@@ -33,6 +33,9 @@ class PredictorSettings(BaseSettings):
     psi_window: int = Field(default=10_080, ge=10)
     """``PSI_WINDOW``: scored vectors in the sliding window PSI is computed over (a week of
     minutes: slow features such as the 168-hour HAR need a long window to look like training)."""
+    psi_min_fill: int = Field(default=1440, ge=1)
+    """``PSI_MIN_FILL``: vectors in the window before PSI is exported (a few contiguous minutes
+    say nothing about a distribution)."""
     psi_exclude: Annotated[list[str], NoDecode] = ["hod_sin", "hod_cos", "dow_sin", "dow_cos"]
     """``PSI_EXCLUDE``: comma-separated features left out of PSI (calendar encodings)."""
     psi_threshold: float = 0.2

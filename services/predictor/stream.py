@@ -127,7 +127,7 @@ class StreamWorker:
         self.ring.extend(champ)
         observe_predictions(m, result.predictions)
         if models.champion is not None and result.matrix is not None:
-            observe_drift(m, models, result, self.psettings.psi_threshold)
+            observe_drift(m, models, result, self.psettings)
         observe_accuracy(m, self.accuracy, self.accuracy.joiner.add_predictions(result.predictions))
 
 
@@ -157,16 +157,19 @@ def observe_predictions(m: PredictorMetrics, preds: list[Prediction]) -> None:
 
 
 def observe_drift(
-    m: PredictorMetrics, models: ModelSet, result: BatchResult, threshold: float
+    m: PredictorMetrics, models: ModelSet, result: BatchResult, ps: PredictorSettings
 ) -> None:
-    """Feed the champion's drift monitor and export PSI, drift ratio and OOD counts."""
+    """Feed the champion's drift monitor and export OOD counts, then (once the window holds
+    enough vectors) PSI per feature and the drift ratio."""
     assert models.champion is not None and result.matrix is not None
     drift = models.champion.drift
     for feature, n in drift.update_many(result.matrix).items():
         m.feature_ood.labels(feature).inc(n)
+    if drift.filled() < min(ps.psi_min_fill, drift.window):
+        return
     for feature, value in drift.psi().items():
         m.feature_psi.labels(feature).set(value)
-    m.drift_ratio.set(drift.drift_ratio(threshold))
+    m.drift_ratio.set(drift.drift_ratio(ps.psi_threshold))
 
 
 def observe_accuracy(m: PredictorMetrics, acc: LiveAccuracy, resolved: list[Resolved]) -> None:

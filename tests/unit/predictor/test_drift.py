@@ -58,3 +58,27 @@ def test_point_masses_keep_their_share() -> None:
     values = np.r_[np.zeros(500), np.linspace(0.01, 5, 500)]
     counts = np.bincount(bins.index(values), minlength=len(bins.expected))
     assert psi(counts, bins.expected) < 0.01
+
+
+async def test_data_drift_ratio_gauge_rises_on_the_crash_week(
+    registry, calm_features, crash_features
+) -> None:
+    """The service's exported gauge: calm held-in data, then the March 2020 crash week."""
+    from services.common.settings import Settings
+    from services.predictor.app import build_service
+    from services.predictor.core import BatchResult
+    from services.predictor.stream import observe_drift
+
+    ps = PredictorSettings(psi_window=1440, psi_min_fill=1440)
+    service = build_service(Settings(), ps, registry)
+    assert await service.holder.reload()
+    gauge = service.metrics.drift_ratio
+
+    def feed(feats: pd.DataFrame) -> float:
+        observe_drift(service.metrics, service.holder.models, BatchResult(matrix=matrix(feats)), ps)
+        return gauge._value.get()
+
+    calm = feed(calm_features[calm_features["warm"]].iloc[:1440])
+    crash = feed(crash_features.iloc[-1440:])  # the crash week's last day replaces the window
+    assert crash > 0.8 and crash > 2 * calm
+    assert service.metrics.feature_ood.labels("rv_60m")._value.get() > 0
