@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -72,15 +73,23 @@ async def stage_rate(settings: Settings, payloads: list[bytes]) -> dict[str, flo
     )
     try:
         marks = await arrivals(settings, 1000 * len(payloads))
+        cpu = cpu_seconds(proc.pid)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
     total = 1000 * len(payloads)
     return {
+        "cpu": total / cpu,
         "first": marks[0] - started,
         "steady": 0.8 * total / (marks[2] - marks[1]),
         "overall": total / (marks[3] - started),
     }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process (Linux ``/proc``): load-independent cost."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def arrivals(settings: Settings, total: int) -> list[float]:
@@ -120,6 +129,7 @@ def main() -> dict[str, Any]:
         figure("validator stage, first candle after start", rates["first"], "s"),
         figure("validator stage, steady candles/s", rates["steady"], "candles/s", ">= 5,000"),
         figure("validator stage, overall candles/s", rates["overall"], "candles/s"),
+        figure("validator stage, candles per CPU-second", rates["cpu"], "candles/s"),
     ]
     save("validator", figures, rows=ROWS, load_avg=os.getloadavg()[0])
     return {"figures": figures}
