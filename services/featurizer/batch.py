@@ -36,11 +36,11 @@ def candles_from_json(doc: Any) -> Any:
 
 
 def read_candles(path: Path) -> Any:
-    """Read a candle file by its suffix: ``.parquet``, ``.json`` or ``.jsonl``."""
+    """Read candles: ``.parquet`` (a file or a dataset directory), ``.json`` or ``.jsonl``."""
     import orjson
     import pandas as pd
 
-    if path.suffix == ".parquet":
+    if path.suffix == ".parquet" or path.is_dir():  # a file, or a partitioned dataset (the lake)
         return pd.read_parquet(path)
     text = path.read_bytes()
     if path.suffix == ".jsonl" or (text.lstrip()[:1] == b"{" and b"\n{" in text.strip()):
@@ -58,7 +58,7 @@ def batch_features(candles: Any, symbol: str, include_cold: bool = False) -> Any
     if "symbol" not in candles.columns:
         candles = candles.assign(symbol=symbol)
     parts = []
-    for name, group in candles.groupby("symbol", sort=True):
+    for name, group in candles.groupby("symbol", sort=True, observed=True):
         table = featurize_many(group[list(CANDLE_COLUMNS)])
         if not include_cold:
             table = table[table["warm"]].drop(columns="warm")

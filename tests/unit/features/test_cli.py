@@ -79,3 +79,19 @@ def test_cryptocompare_json_and_json_lines(tmp_path, shared_data):
         == 0
     )
     assert pd.read_parquet(out_path).empty  # 500 minutes: nothing is warm yet
+
+
+def test_partitioned_dataset_with_two_symbols(tmp_path):
+    candles = _walk(WARMUP_MINUTES + 30)
+    both = pd.concat(
+        [candles.assign(symbol="BTC"), candles.assign(symbol="ETH", close=candles["close"] * 2)]
+    )
+    both["date"] = pd.to_datetime(both["time"], unit="s").dt.strftime("%Y-%m-%d")
+    both.to_parquet(tmp_path / "lake", partition_cols=["symbol", "date"])
+    out_path = tmp_path / "f.parquet"
+    args = ["features", "--input", str(tmp_path / "lake"), "--output", str(out_path)]
+    assert CliRunner().invoke(_app(), args).exit_code == 0
+    out = pd.read_parquet(out_path)
+    assert out.groupby("symbol", observed=True).size().to_dict() == {"BTC": 30, "ETH": 30}
+    btc, eth = (out[out["symbol"] == s].reset_index(drop=True) for s in ("BTC", "ETH"))
+    assert (btc["rv_60m"] == eth["rv_60m"]).all() and (btc["time"] == eth["time"]).all()
