@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -141,3 +142,39 @@ async def test_a_long_rate_limit_pauses_polling(client, emulator, tmp_path) -> N
     requests = emulator.requests
     assert await p.poll("BTC") == "cooldown"
     assert emulator.requests == requests
+
+
+def sample(name: str, **labels: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_metrics_count_polls_errors_candles_and_lag(client, emulator, tmp_path) -> None:
+    p, _ = poller(client, tmp_path)
+    before = {
+        "ok": sample("ingestor_polls_total", symbol="ETH", outcome="ok"),
+        "skipped": sample("ingestor_polls_total", symbol="ETH", outcome="skipped"),
+        "candles": sample("ingestor_candles_published_total", symbol="ETH", source="live"),
+        "http_5xx": sample("ingestor_api_errors_total", kind="http_5xx"),
+        "requests": sample(
+            "ingestor_http_request_duration_seconds_count", endpoint="/data/v2/histominute"
+        ),
+    }
+    t0 = time.time()
+    await p.poll("ETH")
+    t1 = time.time()
+    emulator.faults = Faults({"http_500": 1.0})
+    await p.poll("ETH")
+    assert sample("ingestor_polls_total", symbol="ETH", outcome="ok") == before["ok"] + 1
+    assert sample("ingestor_polls_total", symbol="ETH", outcome="skipped") == before["skipped"] + 1
+    published = sample("ingestor_candles_published_total", symbol="ETH", source="live")
+    assert published == before["candles"] + 60
+    attempts = p.client.retry.attempts
+    assert sample("ingestor_api_errors_total", kind="http_5xx") == before["http_5xx"] + attempts
+    latency_count = sample(
+        "ingestor_http_request_duration_seconds_count", endpoint="/data/v2/histominute"
+    )
+    assert latency_count == before["requests"] + 1 + attempts
+    # lag: wall-clock now minus the close of the newest published candle (START - 60 + 60)
+    assert t0 - START <= sample("ingestor_lag_seconds", symbol="ETH") <= t1 - START
