@@ -17,20 +17,36 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _volstream(env: dict[str, str], *args: str, timeout: float = 60) -> str:
-    out = subprocess.run([sys.executable, "-m", "services.cli.main", *args], env=env,
-                         capture_output=True, text=True, timeout=timeout)
+    out = subprocess.run(
+        [sys.executable, "-m", "services.cli.main", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout
 
 
 def test_up_status_down(tmp_path: Path) -> None:
     ports = {"broker": free_port(), "mlflow": free_port(), "predictor": free_port()}
-    env = {**os.environ, "VAR_DIR": str(tmp_path / "var"), "DATA_DIR": str(tmp_path / "data"),
-           "BROKER_PORT": str(ports["broker"]), "PREDICTOR_PORT": str(ports["predictor"]),
-           "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{ports['mlflow']}", "METRICS_PORT": "0"}
+    env = {
+        **os.environ,
+        "VAR_DIR": str(tmp_path / "var"),
+        "DATA_DIR": str(tmp_path / "data"),
+        "BROKER_PORT": str(ports["broker"]),
+        "PREDICTOR_PORT": str(ports["predictor"]),
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{ports['mlflow']}",
+        "METRICS_PORT": "0",
+    }
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
-    up = subprocess.Popen([sys.executable, "-m", "services.cli.main", "up", "--no-monitoring"],
-                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    up = subprocess.Popen(
+        [sys.executable, "-m", "services.cli.main", "up", "--no-monitoring"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     assert up.stdout is not None
     try:
         lines = []
