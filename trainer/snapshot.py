@@ -3,10 +3,11 @@
 This is the I/O shell of the retraining DAG's first two steps (:func:`run_snapshot`,
 :func:`run_gate`); the checks themselves are pure, in :mod:`trainer.quality`.
 
-The lake is hive-partitioned, ``DATA_DIR/lake/candles/symbol=SYM/date=YYYY-MM-DD/*.parquet``. A
-snapshot freezes ``[start, end)`` for one symbol into a file in the shared candle layout (``time``
-int64 unix seconds, then ``open high low close volumefrom volumeto``, sorted by time), so the
-quality gate, DVC and the trainer all see the same bytes.
+The lake is hive-partitioned, ``DATA_DIR/lake/candles/symbol=SYM/date=YYYY-MM-DD/*.parquet``, and
+read and written through :mod:`services.featurizer.lake` (the archiver's module). A snapshot
+freezes ``[start, end)`` for one symbol into a file in the shared candle layout (``time`` int64
+unix seconds, then ``open high low close volumefrom volumeto``, sorted by time), so the quality
+gate, DVC and the trainer all see the same bytes.
 
 Exact duplicate rows (an at-least-once writer replaying a batch) are dropped and counted;
 *conflicting* duplicates (same time, other values) are kept for the quality gate to refuse.
@@ -22,20 +23,14 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from services.common.errors import VolstreamError
-from services.common.schemas import CANDLE_FIELDS
+from services.common.schemas import CANDLE_FIELDS, Candle
 from services.common.settings import Settings, get_settings
 from trainer.quality import QualityThresholds, check_candles, profile_html
 
 log = logging.getLogger(__name__)
-
-LAKE_SUBDIR = Path("lake") / "candles"
-_PARTITIONING = ds.partitioning(
-    pa.schema([("symbol", pa.string()), ("date", pa.string())]), flavor="hive"
-)
 
 
 class SnapshotError(VolstreamError):
@@ -72,17 +67,6 @@ def parse_time(value: str | int | float | dt.datetime) -> int:
     return int(stamp.timestamp())
 
 
-def day_partitions(start: int, end: int) -> list[str]:
-    """The ``date=`` partition values that can hold candles of ``[start, end)``.
-
-    >>> day_partitions(1709251200, 1709251200 + 86400 + 1)
-    ['2024-03-01', '2024-03-02']
-    """
-    first = dt.datetime.fromtimestamp(start, dt.UTC).date()
-    last = dt.datetime.fromtimestamp(max(start, end - 1), dt.UTC).date()
-    return [str(first + dt.timedelta(days=i)) for i in range((last - first).days + 1)]
-
-
 def drop_replays(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """Drop rows identical in every candle field; keep conflicting ones. Sorted by time.
 
@@ -96,20 +80,13 @@ def drop_replays(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     return out, len(df) - len(out)
 
 
-def read_window(lake_root: Path, symbol: str, start: int, end: int) -> pd.DataFrame:
-    """The lake's candles of one symbol in ``[start, end)``, as stored (unsorted, unchecked)."""
-    if not lake_root.is_dir():
-        raise SnapshotError(f"no candle lake at {lake_root}")
-    dataset = ds.dataset(lake_root, format="parquet", partitioning=_PARTITIONING)
-    days = pa.array(day_partitions(start, end), pa.string())
-    where = (
-        (ds.field("symbol") == symbol)
-        & ds.field("date").isin(days)
-        & (ds.field("time") >= start)
-        & (ds.field("time") < end)
-    )
-    table = dataset.to_table(columns=list(CANDLE_FIELDS), filter=where)
-    return table.to_pandas().astype({"time": "int64"})
+def read_window(data_dir: Path, symbol: str, start: int, end: int) -> pd.DataFrame:
+    """The lake's candles of one symbol in ``[start, end)``, sorted by time (unchecked)."""
+    from services.featurizer.lake import lake_root, read_lake
+
+    if not lake_root(data_dir).is_dir():
+        raise SnapshotError(f"no candle lake at {lake_root(data_dir)}")
+    return read_lake(data_dir, symbol, start, end)[list(CANDLE_FIELDS)]
 
 
 def write_candles(df: pd.DataFrame, path: Path) -> Path:
@@ -126,22 +103,22 @@ def snapshot(data_dir: Path, symbol: str, start: int, end: int, out: Path) -> Sn
     """Freeze the lake window ``[start, end)`` of ``symbol`` into the Parquet file ``out``."""
     if end <= start:
         raise SnapshotError(f"empty window: start {start} >= end {end}")
-    df, dropped = drop_replays(read_window(data_dir / LAKE_SUBDIR, symbol, start, end))
+    df, dropped = drop_replays(read_window(data_dir, symbol, start, end))
     if df.empty:
         raise SnapshotError(f"no {symbol} candles in the lake between {start} and {end}")
     write_candles(df, out)
     return SnapshotResult(str(out), symbol, start, end, len(df), dropped)
 
 
-def seed_lake(candles: pd.DataFrame, data_dir: Path, symbol: str) -> Path:
-    """Write candles into the lake layout (one file per day): for demos, tests and backfills."""
-    root = data_dir / LAKE_SUBDIR
-    frame = candles[list(CANDLE_FIELDS)].copy()
-    frame["date"] = pd.to_datetime(frame["time"], unit="s", utc=True).dt.strftime("%Y-%m-%d")
-    for day, part in frame.groupby("date", sort=True):
-        target = root / f"symbol={symbol}" / f"date={day}" / "seed.parquet"
-        write_candles(part.drop(columns="date"), target)
-    return root
+def seed_lake(candles: pd.DataFrame, data_dir: Path, symbol: str) -> int:
+    """Merge recorded candles into the lake (as the archiver would): demos, tests, backfills.
+
+    Returns how many rows were new.
+    """
+    from services.featurizer.lake import write_candles as write_lake
+
+    rows = candles[list(CANDLE_FIELDS)].to_dict("records")
+    return write_lake(data_dir, (Candle(symbol=symbol, **row) for row in rows))
 
 
 def snapshot_path(data_dir: Path, symbol: str, start: int, end: int) -> Path:

@@ -9,7 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from services.common.schemas import CANDLE_FIELDS
-from trainer.snapshot import LAKE_SUBDIR, SnapshotError, seed_lake, snapshot
+from services.featurizer.lake import day_dir
+from trainer.snapshot import SnapshotError, seed_lake, snapshot
 
 from .conftest import DAY, DAY0
 
@@ -22,12 +23,15 @@ def lake(tmp_path: Path, candles: pd.DataFrame) -> Path:
     return tmp_path
 
 
-def test_lake_layout_is_hive_partitioned_by_symbol_and_day(lake: Path) -> None:
+def test_lake_layout_is_hive_partitioned_by_symbol_and_day(
+    lake: Path, candles: pd.DataFrame
+) -> None:
+    assert seed_lake(candles, lake, "BTC") == 0  # seeding merges like the archiver: no repeats
     files = sorted(p.relative_to(lake).as_posix() for p in lake.rglob("*.parquet"))
     assert files == [
-        "lake/candles/symbol=BTC/date=2024-03-01/seed.parquet",
-        "lake/candles/symbol=BTC/date=2024-03-02/seed.parquet",
-        "lake/candles/symbol=ETH/date=2024-03-01/seed.parquet",
+        "lake/candles/symbol=BTC/date=2024-03-01/part-0.parquet",
+        "lake/candles/symbol=BTC/date=2024-03-02/part-0.parquet",
+        "lake/candles/symbol=ETH/date=2024-03-01/part-0.parquet",
     ]
 
 
@@ -52,7 +56,7 @@ def test_snapshot_keeps_symbols_apart(lake: Path, tmp_path: Path) -> None:
 def test_replayed_rows_are_dropped_conflicting_ones_kept(
     lake: Path, tmp_path: Path, candles: pd.DataFrame
 ) -> None:
-    day = lake / LAKE_SUBDIR / "symbol=BTC" / "date=2024-03-01"
+    day = day_dir(lake, "BTC", "2024-03-01")
     replay = candles.iloc[10:15][list(CANDLE_FIELDS)]
     replay.to_parquet(day / "replay.parquet", index=False)
     replay.assign(close=replay["close"] + 1).to_parquet(day / "conflict.parquet", index=False)
