@@ -113,6 +113,9 @@ async def test_two_year_file_yields_every_candle_and_counts_the_gap(
     settings: Settings, validator_proc: ValidatorProcess, shared_data: Path
 ) -> None:
     await kafka.ensure_topics(settings)
+    port = free_port()
+    validator_proc.env["METRICS_PORT"] = str(port)
+    validator_proc.start()  # joins its group while the file is read and produced
     batches = list(real_batches())
     times = [row["time"] for b in batches for row in b.candles]
     assert len(times) == TWO_YEAR_ROWS
@@ -120,9 +123,6 @@ async def test_two_year_file_yields_every_candle_and_counts_the_gap(
     assert missing == 80  # the one 81-minute step between candle opens: 80 candles never happened
     await produce(settings, [(b"BTC", b.to_bytes()) for b in batches])
     del batches
-    port = free_port()
-    validator_proc.env["METRICS_PORT"] = str(port)
-    validator_proc.start()
     clean = await read_all(
         settings, TICKS_CLEAN, expect=TWO_YEAR_ROWS, timeout_s=240, alive=validator_proc.alive
     )
