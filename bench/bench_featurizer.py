@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from bench.common import figure, save
 from services.common import kafka
 from services.common.broker import EmbeddedBroker, free_port
@@ -48,6 +50,7 @@ def main() -> dict[str, Any]:
             target=">= 6000",
         ),
         figure("featurizer: worker start to last vector", result["total_s"], "s"),
+        figure("featurizer: mean micro-batch", result["mean_batch"], "candles"),
         figure(
             "featurizer: stream/batch mismatched cells", len(report.mismatches), "cells", target="0"
         ),
@@ -60,22 +63,31 @@ async def _run(bootstrap: str, frame: Any, tmp: Path) -> dict[str, Any]:
     settings = Settings(kafka_bootstrap_servers=bootstrap, data_dir=tmp / "data")
     await kafka.ensure_topics(settings, extra=internal_topics(FeaturizerSettings()))
     await produce(settings, to_candles(frame, "BTC"))
-    worker = Worker(
-        {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "DATA_DIR": str(tmp / "data")}, tmp / "worker.log"
-    )
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "DATA_DIR": str(tmp / "data"),
+        "LOG_LEVEL": "DEBUG",
+    }
+    worker = Worker(env, tmp / "worker.log")
     t0 = time.time()
     worker.start()
     try:
         got = await collect(settings, {"BTC": len(frame)}, timeout_s=170)
     finally:
         worker.stop()
+    sizes = [orjson.loads(x)["candles"] for x in _lines(tmp / "worker.log", '"msg":"batch"')]
     vectors = [vs[0] for vs in got.values()]
     emitted = sorted(v.emitted_at for v in vectors)
     return {
         "vectors": vectors,
         "steady_s": max(emitted[-1] - emitted[0], 1e-9),
         "total_s": emitted[-1] - t0,
+        "mean_batch": sum(sizes) / max(len(sizes), 1),
     }
+
+
+def _lines(path: Path, text: str) -> list[str]:
+    return [x for x in path.read_text(errors="replace").splitlines() if text in x]
 
 
 if __name__ == "__main__":

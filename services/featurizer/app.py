@@ -126,7 +126,9 @@ class StreamFeaturizer:
         out = self.engine.process(records)
         futures = await self._publish(out)
         await self.committer.submit(futures, out.commit)
-        self._observe(out, len(records), time.perf_counter() - t0)
+        seconds = time.perf_counter() - t0
+        self._observe(out, len(records), seconds)
+        log.debug("batch", extra={"candles": len(records), "seconds": round(seconds, 4)})
         return out
 
     async def _commit(self, positions: Mapping[int, int]) -> None:
