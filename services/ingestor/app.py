@@ -256,7 +256,10 @@ async def run(settings: Settings, cfg: IngestorSettings, stop: asyncio.Event) ->
         pub = Publisher.to_kafka(producer, store, cfg.chunk_size)
         poller = Poller(client, pub, cfg)
         if cfg.ingest_mode == "backfill":
-            await poller.backfill(settings.symbols, cfg.backfill_days)
+            outcomes = await poller.backfill(settings.symbols, cfg.backfill_days)
+            failed = sorted(s for s, outcome in outcomes.items() if outcome == "skipped")
+            if failed:
+                raise UpstreamError(f"backfill incomplete for {', '.join(failed)} (see log)")
         else:
             await poller.run_live(settings.symbols, stop)
         return 0
@@ -285,8 +288,9 @@ async def _run_quietly(settings: Settings, cfg: IngestorSettings, stop: asyncio.
 def serve(settings: Settings, cfg: IngestorSettings) -> int:
     """The process entry (``python -m`` and the CLI): logs, metrics, run until done or a signal.
 
-    A configuration problem (no API key for the real API, no replay file) exits with status 2 and
-    a readable message instead of a traceback; anything else raises for the supervisor.
+    A configuration problem (no API key for the real API, no replay file) exits with status 2, an
+    incomplete backfill with 1, each with a readable message instead of a traceback; anything else
+    (the broker) raises for the supervisor.
     """
     configure_logging(settings.log_level, service="ingestor")
     try:
@@ -296,4 +300,8 @@ def serve(settings: Settings, cfg: IngestorSettings) -> int:
         log.error("configuration error", extra={"error": str(exc)})
         sys.stderr.write(f"ingestor: {exc}\n")
         return 2
+    except UpstreamError as exc:  # only a one-shot backfill lets one escape
+        log.error("upstream failure", extra={"error": str(exc)})
+        sys.stderr.write(f"ingestor: {exc}\n")
+        return 1
     return 0

@@ -51,6 +51,17 @@ def test_backfill_cli_against_the_emulator(
         env = {**service_env, "CRYPTOCOMPARE_BASE_URL": emu.url}
         volstream("ingest", "backfill", "--days", "0.5", "--symbols", "BTC,ETH", env=env)
         served = {s: emu.closed_rows(s)[-720:] for s in ("BTC", "ETH")}
+        # an API that keeps failing: the one-shot backfill says so with its exit status
+        emu.call("POST", "/_emulator/faults", json={"probabilities": {"http_500": 1.0}})
+        failing = {**env, "RETRY_ATTEMPTS": "2", "RETRY_INITIAL_S": "0.01"}
+        out = subprocess.run(
+            [sys.executable, "-m", "services.cli.main", "ingest", "backfill", "--symbols", "BTC"],
+            env=failing,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert out.returncode == 1 and "backfill incomplete for BTC" in out.stderr
     batches = run_consume(settings, idle_s=2.0)
     for symbol in ("BTC", "ETH"):
         mine = [b for k, _, b in batches if k == symbol]
