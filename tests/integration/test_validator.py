@@ -25,6 +25,8 @@ from services.common.topics import TICKS_CLEAN, TICKS_DLQ, TICKS_RAW
 from services.validator import dlq_io
 from services.validator import rules as r
 from services.validator.app import Validator
+from services.validator.core import Mark, encode_candle
+from services.validator.marks import Marks, partition_for
 from services.validator.metrics import ValidatorMetrics
 from services.validator.settings import ValidatorSettings
 
@@ -279,3 +281,35 @@ async def test_dlq_show_then_replay_after_a_fix_is_idempotent(
     async with InProcess(settings, max_invalid_fraction=0.05) as again:
         await again.wait_batches(3)
     assert len(await read_all(settings, TICKS_CLEAN, expect=198 + 98)) == 198 + 98
+
+
+async def test_marks_scan_back_past_other_symbols(settings: Settings) -> None:
+    """A symbol whose last candle lies far behind another's is still found, window by window."""
+    await kafka.ensure_topics(settings)
+    n = settings.topic_partitions
+    btc = partition_for(b"BTC", n)
+    other = next(
+        s for s in ("ETH", "SOL", "XRP", "ADA", "DOT") if partition_for(s.encode(), n) == btc
+    )
+    candle = good(T, 1).candles[0]
+
+    def rec(symbol: str, t: int, close: float) -> tuple[bytes, bytes]:
+        return symbol.encode(), encode_candle(symbol, {**candle, "time": t, "close": close}, None)
+
+    records = [rec(other, T + 60 * i, 50.0 + i) for i in range(5)]
+    records += [rec("BTC", T + 60 * i, 100.0) for i in range(100)]
+    producer = kafka.make_producer(settings)
+    await producer.start()
+    try:
+        await kafka.send_batch_packed(producer, TICKS_CLEAN, records)
+    finally:
+        await producer.stop()
+    reader = kafka.make_consumer(group_id=None, settings=settings)
+    await reader.start()
+    try:
+        marks = Marks(reader, TICKS_CLEAN, window=7)
+        assert await marks.get(other) == Mark(T + 240, 54.0)
+        assert await marks.get("BTC") == Mark(T + 60 * 99, 100.0)
+        assert await marks.get("NONE") is None
+    finally:
+        await reader.stop()
