@@ -63,9 +63,18 @@ class Rows:
 
     def window(self, x: FloatArray, w: int) -> FloatArray:
         """The ``w`` slots ending at each row, as a (rows, w) array."""
-        if isinstance(self.sel, slice):
-            return sliding_window_view(x[self.sel.start - w + 1 : self.sel.stop], w)
-        return x[self.idx[:, None] + np.arange(1 - w, 1)]
+        if not isinstance(self.sel, slice):
+            return x[self.idx[:, None] + np.arange(1 - w, 1)]
+        start = self.sel.start - w + 1
+        if start < 0 or self.sel.stop > len(x):
+            raise IndexError(f"rows need {w - 1} slots before them")
+        if not x.flags.c_contiguous:
+            return sliding_window_view(x[start : self.sel.stop], w)
+        # the same strided view as sliding_window_view, without its per-call Python overhead
+        step = x.itemsize
+        return np.ndarray(
+            (self.size, w), x.dtype, buffer=x, offset=start * step, strides=(step, step)
+        )
 
     def wsum(self, x: FloatArray, w: int) -> FloatArray:
         """Direct sum of each row's trailing window."""
