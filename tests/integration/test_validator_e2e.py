@@ -54,15 +54,16 @@ class ValidatorProcess:
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
 
-    def stop(self) -> None:
+    def stop(self) -> int | None:
+        """SIGTERM (SIGKILL if it lingers); the exit code."""
         if self.proc is None or self.proc.poll() is not None:
-            return
+            return None if self.proc is None else self.proc.returncode
         os.killpg(self.proc.pid, signal.SIGTERM)
         try:
-            self.proc.wait(20)
+            return self.proc.wait(20)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+            return self.proc.wait(10)
 
 
 @pytest.fixture()
@@ -157,3 +158,4 @@ async def test_kill_9_mid_stream_then_restart_emits_each_candle_once(
     assert [orjson.loads(c)["time"] for c in clean] == expected  # each once, in order
     assert await read_all(settings, TICKS_DLQ, expect=0, idle_s=1.0) == []
     assert '"msg":"mark recovered"' in validator_proc.log.read_text()
+    assert validator_proc.stop() == 0  # SIGTERM: finishes the poll, commits, exits cleanly
