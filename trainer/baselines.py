@@ -80,6 +80,17 @@ def fit_baselines(train: pd.DataFrame, valid: pd.DataFrame) -> dict[str, dict[st
     return params
 
 
+def refit_har(params: dict[str, dict[str, Any]], frame: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """The same baselines with HAR coefficients refitted on ``frame`` (e.g. train + valid);
+    lambda and the bias factors stay as tuned on validation."""
+    out = {name: dict(p) for name, p in params.items()}
+    for name in ("har", "har_seasonal"):
+        out[name]["coef"] = fit_ols(
+            har_design(frame, name == "har_seasonal"), frame["y"].to_numpy()
+        )
+    return out
+
+
 def predict_baselines(params: dict[str, dict[str, Any]], inputs: pd.DataFrame) -> dict:
     """Log-RV forecasts of every baseline from its saved parameters.
 

@@ -40,9 +40,13 @@ class Dataset:
     bounds: tuple[int, int] | None = None  # first time of validation, of test
     split_mode: str = "none"
 
-    def part(self, split: str) -> pd.DataFrame:
-        """The rows of one split (``train``, ``valid`` or ``test``)."""
-        return self.frame[self.frame["split"] == split]
+    def part(self, split: str, dense: bool | None = None) -> pd.DataFrame:
+        """The rows of one split (``train``, ``valid`` or ``test``). Only ``train`` includes the
+        denser, non-hourly origins by default; ``valid`` and ``test`` are scored hourly."""
+        rows = self.frame["split"] == split
+        if not (split == "train" if dense is None else dense):
+            rows &= self.frame["time"] % HOUR == 0
+        return self.frame[rows]
 
     def x(self, frame: pd.DataFrame | None = None) -> np.ndarray:
         """The model's input matrix, columns in ``feature_names`` order."""
@@ -77,8 +81,9 @@ def build_dataset(
 ) -> Dataset:
     """A dataset over every usable origin of ``candles``.
 
-    With ``split``, origins are labelled train/valid/test (embargoed ones dropped) and the
-    training split may use denser origins (``TRAIN_STEP_MINUTES``); otherwise (evaluation)
+    With ``split``, origins are labelled train/valid/test (embargoed ones dropped); train and
+    valid may hold denser origins (``TRAIN_STEP_MINUTES``, for fitting), the test split only
+    full hours; otherwise (evaluation)
     every full hour is an origin and ``split`` is ``"eval"``.
     """
     candles = clean_candles(candles)
@@ -94,7 +99,7 @@ def build_dataset(
     )
     labels = assign_splits(rows["time"].to_numpy(), bounds, ts.horizon_minutes, ts.embargo_minutes)
     rows.insert(1, "split", labels)
-    keep = (labels != "") & (hourly | (labels == "train"))
+    keep = (labels != "") & (hourly | (labels != "test"))
     rows = rows[keep].reset_index(drop=True)
     counts = rows["split"].value_counts().to_dict()
     log.info("dataset built", extra={"rows": len(rows), "split_mode": mode, **counts})

@@ -74,6 +74,16 @@ def fit_booster(
     return booster[: best + 1]
 
 
+def refit_booster(
+    x: np.ndarray, y: np.ndarray, rounds: int, names: list[str], ts: TrainerSettings, threads: int
+) -> xgb.Booster:
+    """Train a fixed number of rounds (found by early stopping) on more data, e.g. train + valid."""
+    data = xgb.DMatrix(x, label=y, feature_names=names, nthread=threads)
+    booster = xgb.train(xgb_params(ts, threads), data, num_boost_round=rounds, verbose_eval=False)
+    log.info("booster refitted", extra={"rounds": rounds, "rows": len(y)})
+    return booster
+
+
 def predict(booster: xgb.Booster, x: np.ndarray) -> np.ndarray:
     """Log-RV predictions for a matrix of rows (NaN for undefined features)."""
     return np.asarray(booster.inplace_predict(np.asarray(x, dtype=np.float64)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,10 @@ import pandas as pd
 
 from services.common.registry import ModelBundle
 from services.common.settings import Settings
-from trainer.baselines import LAMBDA_GRID, fit_baselines, predict_baselines
+from trainer.baselines import LAMBDA_GRID, fit_baselines, predict_baselines, refit_har
 from trainer.dataset import Dataset, build_dataset
 from trainer.metrics import bias_factor
-from trainer.model import fit_booster, predict, reference_distribution
+from trainer.model import fit_booster, predict, reference_distribution, refit_booster
 from trainer.report import MODEL, build_report
 from trainer.settings import TrainerSettings
 from trainer.targets import HAR_COLUMNS
@@ -72,10 +73,17 @@ def fit(ds: Dataset, ts: TrainerSettings, threads: int) -> Fitted:
     )  # fmt: skip
     bias = bias_factor(valid["y"].to_numpy(), predict(booster, ds.x(valid)))
     baselines = fit_baselines(train, valid)
+    rounds = int(booster.num_boosted_rounds())
+    if ts.refit_on_valid:
+        both = pd.concat([train, ds.part("valid", dense=True)])
+        y_both = both["y"].to_numpy()
+        booster = refit_booster(ds.x(both), y_both, rounds, ds.feature_names, ts, threads)
+        baselines = refit_har(baselines, both)
     report, forecasts = score_frame(test, predict(booster, ds.x(test)), bias, baselines)
     reference, ranges = reference_distribution(ds.x(train), ds.feature_names)
     params = {
-        "best_round": int(booster.num_boosted_rounds()),
+        "best_round": rounds,
+        "refit_on_valid": ts.refit_on_valid,
         "n_train": len(train),
         "n_valid": len(valid),
         "n_test": len(test),
@@ -127,9 +135,11 @@ def train_and_register(
     ts = ts or TrainerSettings()
     t0 = time.perf_counter()
     ds = build_dataset(candles, ts, lambdas=LAMBDA_GRID)
-    fingerprint = versioning.version_dataset(ds, symbol, ts, source)
-    fitted = fit(ds, ts, settings.xgb_threads)
-    champion = gate.champion_score(ds, settings)
+    with ThreadPoolExecutor(1) as pool:  # DVC (subprocesses, I/O) overlaps the fit
+        versioned = pool.submit(versioning.version_dataset, ds, symbol, ts, source)
+        fitted = fit(ds, ts, settings.xgb_threads)
+        champion = gate.champion_score(ds, settings)
+        fingerprint = versioned.result()
     bundle = make_bundle(fitted, ds, symbol, settings)
     version, run_id = tracking.log_training_run(bundle, fitted, ds, ts, settings, fingerprint)
     decision = gate.run_gate(settings, ts, version, run_id, fitted.report, champion, promote)

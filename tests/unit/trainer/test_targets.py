@@ -140,7 +140,9 @@ def test_build_dataset_splits_by_fraction_on_a_short_file():
     assert ds.split_mode == "fractions"
     assert set(ds.frame["split"]) == {"train", "valid", "test"}
     assert ds.frame["time"].is_monotonic_increasing
-    assert (ds.frame["time"] % 3600 == 0).all()
+    assert (ds.part("test")["time"] % 3600 == 0).all()  # scored hourly
+    assert (ds.part("valid")["time"] % 3600 == 0).all()
+    assert (ds.part("train")["time"] % 3600 != 0).any()  # fitted on denser origins
     assert ds.x().shape == (len(ds.frame), len(ds.feature_names))
 
 
