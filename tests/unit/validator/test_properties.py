@@ -114,7 +114,7 @@ def mutated_rows(draw: st.DrawFn) -> dict[str, Any]:
     return one
 
 
-@settings(max_examples=300)
+@settings(max_examples=200)
 @given(one=mutated_rows(), interval=st.sampled_from([60, 3600]))
 def test_the_fast_path_never_passes_what_the_rules_reject(one: dict, interval: int) -> None:
     from services.validator.rules import check_row, sound
