@@ -69,6 +69,7 @@ def test_train_then_evaluate_a_later_period(
         "MODEL_NAME": model_name,
         "XGB_THREADS": "1",
         "XGB_ETA": "0.06",
+        "TRAIN_STEP_MINUTES": "60",
         "DATASETS_DIR": str(repo / "data" / "datasets"),
         "DVC_REMOTE": str(tmp_path / "remote"),
     }

@@ -39,7 +39,13 @@ def make_settings(uri: str) -> Settings:
 
 
 def trainer_settings(tmp_path: Path, **kw: object) -> TrainerSettings:
-    base = {"dvc_enabled": False, "datasets_dir": tmp_path, "xgb_rounds": 400, "xgb_eta": 0.06}
+    base = {
+        "dvc_enabled": False,
+        "datasets_dir": tmp_path,
+        "xgb_rounds": 400,
+        "xgb_eta": 0.06,
+        "train_step_minutes": 60,
+    }
     return TrainerSettings(**(base | kw))
 
 
