@@ -91,10 +91,11 @@ async def ensure_topics(
     await admin.start()
     try:
         existing = set(await admin.list_topics())
+        rf = settings.topic_replication_factor
         wanted = [
-            NewTopic(s.name, s.partitions or settings.topic_partitions, 1, topic_configs=s.configs)
+            NewTopic(s.name, s.partitions or settings.topic_partitions, rf, topic_configs=s.configs)
             for s in specs
-        ] + [NewTopic(name, parts, 1) for name, parts in extra]
+        ] + [NewTopic(name, parts, rf) for name, parts in extra]
         missing = [t for t in wanted if t.name not in existing]
         created = []
         for topic in missing:

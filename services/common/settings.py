@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     """``BROKER_PORT``: the embedded broker's port."""
     topic_partitions: int = Field(default=3, ge=1)
     """``TOPIC_PARTITIONS``: partitions of each data topic (created up front)."""
+    topic_replication_factor: int = Field(default=1, ge=1)
+    """``TOPIC_REPLICATION_FACTOR``: replicas of each topic created (3 on a 3-node cluster)."""
     symbols: Annotated[list[str], NoDecode] = ["BTC"]
     """``SYMBOLS``: comma-separated base symbols, e.g. ``BTC,ETH``."""
     quote_symbol: str = "USD"
