@@ -1,0 +1,71 @@
+"""The Faust extension points and the ack-then-commit pipeline, without a broker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+import pytest
+
+from services.common.settings import Settings
+from services.featurizer.app import build, internal_topics
+from services.featurizer.committer import Committer
+from services.featurizer.settings import FeaturizerSettings
+from services.featurizer.transport import Consumer, Transport
+
+
+async def test_volstream_transport_sets_the_fetch_wait() -> None:
+    settings = Settings(kafka_bootstrap_servers="127.0.0.1:1,127.0.0.1:2")
+    fs = FeaturizerSettings(featurizer_fetch_max_wait_ms=7, featurizer_web_port=0)
+    app = build(settings, fs)
+    assert isinstance(app.transport, Transport)
+    assert isinstance(app.consumer, Consumer)
+    assert [u.host for u in app.conf.broker] == ["127.0.0.1", "127.0.0.1"]
+    inner = app.consumer._thread._create_worker_consumer(app.transport)
+    assert inner._fetch_max_wait_ms == 7  # Faust alone would say 1500
+    assert app.conf.processing_guarantee.value == "at_least_once"
+    assert app.conf.broker_session_timeout == 10.0
+    assert internal_topics(fs) == [("volstream-featurizer-__assignor-__leader", 1)]
+
+
+async def test_committer_commits_in_order_and_coalesces() -> None:
+    committed: list[dict[int, int]] = []
+
+    async def commit(offsets: Mapping[int, int]) -> None:
+        committed.append(dict(offsets))
+
+    c = Committer(commit, max_in_flight=8)
+    c.start()
+    loop = asyncio.get_running_loop()
+    acks = [loop.create_future() for _ in range(3)]
+    for i, fut in enumerate(acks):
+        await c.submit([fut], {i % 2: 100 * (i + 1)})
+    for fut in reversed(acks):
+        fut.set_result(None)
+    await c.close()
+    assert committed[-1] == {0: 300, 1: 200}
+    assert c.committed == {0: 300, 1: 200}
+
+
+async def test_committer_never_commits_past_a_failed_send() -> None:
+    committed: list[dict[int, int]] = []
+    errors: list[BaseException] = []
+
+    async def commit(offsets: Mapping[int, int]) -> None:
+        committed.append(dict(offsets))
+
+    c = Committer(commit, max_in_flight=1, on_error=errors.append)
+    c.start()
+    loop = asyncio.get_running_loop()
+    ok, bad = loop.create_future(), loop.create_future()
+    await c.submit([ok], {0: 10})
+    ok.set_result(None)
+    await asyncio.sleep(0.01)
+    await c.submit([bad], {0: 20})
+    bad.set_exception(RuntimeError("broker refused"))
+    with pytest.raises(RuntimeError, match="broker refused"):
+        await c.submit([], {0: 30})
+    assert committed == [{0: 10}]
+    assert [str(e) for e in errors] == ["broker refused"]
+    with pytest.raises(RuntimeError):
+        await c.close()
