@@ -117,8 +117,9 @@ def seed_lake(candles: pd.DataFrame, data_dir: Path, symbol: str) -> int:
     """
     from services.featurizer.lake import write_candles as write_lake
 
-    rows = candles[list(CANDLE_FIELDS)].to_dict("records")
-    return write_lake(data_dir, (Candle.from_dict({"symbol": symbol, **row}) for row in rows))
+    rows = zip(*(candles[c].tolist() for c in CANDLE_FIELDS), strict=True)
+    fields = (dict(zip(CANDLE_FIELDS, row, strict=True)) for row in rows)
+    return write_lake(data_dir, (Candle(symbol=symbol, **f) for f in fields))
 
 
 def snapshot_path(data_dir: Path, symbol: str, start: int, end: int) -> Path:

@@ -63,6 +63,7 @@ class RunResult:
 
     proc: subprocess.CompletedProcess[str]
     states: dict[str, str]
+    versions: list[str]  # the model's registered versions right after the run
 
     def tail(self) -> str:
         return (self.proc.stdout + self.proc.stderr)[-4000:]
@@ -155,10 +156,11 @@ def mlflow_client(airflow_env: AirflowEnv) -> MlflowClient:
 
 
 @pytest.fixture(scope="module")
-def good_run(airflow_env: AirflowEnv) -> RunResult:
+def good_run(airflow_env: AirflowEnv, mlflow_client: MlflowClient) -> RunResult:
     """One real DAG run over four good weeks (shared by the tests that need a trained model)."""
     proc = airflow_env.dags_test(GOOD_DATE, start=START, end=END)
-    return RunResult(proc, airflow_env.states(GOOD_DATE))
+    found = mlflow_client.search_model_versions(f"name='{airflow_env.env['MODEL_NAME']}'")
+    return RunResult(proc, airflow_env.states(GOOD_DATE), [v.version for v in found])
 
 
 def model_events(bootstrap: str) -> list[ModelEvent]:
@@ -216,10 +218,8 @@ def test_good_window_runs_end_to_end_and_registers_a_model(
     assert good_run.proc.returncode == 0, good_run.tail()
     assert good_run.states == dict.fromkeys(TASKS, "success")
     name = airflow_env.env["MODEL_NAME"]
-    versions = mlflow_client.search_model_versions(f"name='{name}'")
-    assert len(versions) == 1
-    (mv,) = versions
-    assert mlflow_client.get_model_version_by_alias(name, "challenger").version == mv.version
+    assert len(good_run.versions) == 1
+    mv = mlflow_client.get_model_version(name, good_run.versions[0])
     assert mv.tags["gate.decision"] in {"promoted", "refused"}
     # the run summary landed on the training run, the data profile on a data-quality run
     summary = json.loads(
@@ -229,7 +229,7 @@ def test_good_window_runs_end_to_end_and_registers_a_model(
             )
         ).read_text()
     )
-    assert summary["model"]["version"] == mv.version
+    assert summary["model"]["version"] == summary["decision"]["challenger"] == mv.version
     assert summary["window"]["rows"] == 27 * 1440 and summary["quality"]["passed"]
     # the dataset is DVC-tracked and pushed: its md5 is an object in the remote
     md5 = summary["dataset"]["md5"]
@@ -238,9 +238,9 @@ def test_good_window_runs_end_to_end_and_registers_a_model(
     assert mlflow_client.get_run(mv.run_id).data.tags["data.md5"] == md5
     profiles = mlflow_client.search_runs(
         [mlflow_client.get_run(mv.run_id).info.experiment_id],
-        "tags.`volstream.step` = 'data-quality'",
+        f"tags.`airflow.run_id` = '{summary['airflow_run_id']}'",
     )
-    assert profiles and "quality/data_profile.html" in {
+    assert len(profiles) == 1 and "quality/data_profile.html" in {
         a.path for a in mlflow_client.list_artifacts(profiles[0].info.run_id, "quality")
     }
     # notify published the decision for this version
@@ -258,7 +258,7 @@ def test_a_worse_challenger_leaves_the_champion_alone(
     airflow_env: AirflowEnv, good_run: RunResult, mlflow_client: MlflowClient
 ) -> None:
     name = airflow_env.env["MODEL_NAME"]
-    first = mlflow_client.get_model_version_by_alias(name, "challenger").version
+    (first,) = good_run.versions
     if not _is_champion(mlflow_client, name, first):
         # the first model did not beat HAR: make it champion, as `volstream promote --force` would
         mlflow_client.set_registered_model_alias(name, "champion", first)
