@@ -210,7 +210,7 @@ def build(settings: Settings, fs: FeaturizerSettings, engine: Featurizer | None 
     async def featurize(stream: faust.StreamT) -> None:
         await handler.start()
         try:
-            async for events in stream.take_events(
+            async for events in stream.take_events(  # type: ignore[attr-defined]
                 fs.featurizer_batch_size, within=fs.featurizer_batch_within_s
             ):
                 await handler.handle([_record(e) for e in events])
@@ -221,7 +221,7 @@ def build(settings: Settings, fs: FeaturizerSettings, engine: Featurizer | None 
         finally:
             await handler.stop()
 
-    @app.on_partitions_assigned.connect
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def _assigned(sender: Any, assigned: set[TP], **_: Any) -> None:
         handler.on_assigned(assigned)
 

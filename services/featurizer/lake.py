@@ -119,5 +119,7 @@ def read_lake(
 def _unix(moment: Moment) -> int:
     if isinstance(moment, int | float):
         return int(moment)
+    if moment is None:
+        raise ValueError("no moment")
     ts = pd.Timestamp(moment)
     return int((ts.tz_localize("UTC") if ts.tzinfo is None else ts).timestamp())
