@@ -44,8 +44,11 @@ ENV PATH=/app/.venv/bin:$PATH \
     VAR_DIR=/data/var \
     METRICS_HOST=0.0.0.0 \
     PREDICTOR_HOST=0.0.0.0 \
-    HEALTHCHECK_URL=""
+    HEALTHCHECK_URL="" \
+    HOME=/data
 USER 10001:10001
+# The working directory must be writable: Faust keeps its table state under ./<app id>-data.
+WORKDIR /data
 VOLUME ["/data"]
 EXPOSE 8000 9101 9102 9103
 # Probes HEALTHCHECK_URL, else the service's /metrics on METRICS_PORT (the predictor sets /health).
