@@ -31,13 +31,14 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
 from bench.harness import Pipeline, write_slice
 from monitoring.alerts import ALERTS, ALERTS_BY_NAME, RECORDINGS
 from monitoring.local import MonitoringStack
 from monitoring.panels import PANELS
 from monitoring.promapi import PromClient
-from monitoring.report import build_reports
+from services.cli.main import app
 from services.common.broker import free_port
 from services.common.kafka import make_producer, send_batch
 from services.common.schemas import RawBatch
@@ -218,10 +219,12 @@ def test_live_check(mlflow_server: Any, tmp_path: Path) -> None:
             unhealthy = [r["name"] for r in prom.rules() if r.get("health") != "ok"]
             assert unhealthy == []
 
-            written = build_reports(stack.prometheus_url, 900, tmp_path / "report")
-            assert len(written) == 4
-            empty = {
-                p.name: [t for t, c in counts.items() if c == 0] for p, counts in written.items()
-            }
-            assert all(not v for v in empty.values()), empty
+            out = tmp_path / "report"
+            args = ["report", "--prometheus", stack.prometheus_url, "--since", "15m", "--out"]
+            result = CliRunner().invoke(app, [*args, str(out)])
+            assert result.exit_code == 0, result.output
+            assert "no data" not in result.output, result.output
+            assert sorted(p.name for p in out.glob("*.png")) == [
+                "dlq.png", "drift.png", "latency.png", "predicted_vs_realized.png"
+            ]  # fmt: skip
             prom.close()
