@@ -47,6 +47,7 @@ from services.common.topics import TICKS_RAW
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.slow,
+    pytest.mark.timeout(900),  # trains a model and runs the whole stack: minutes on a busy box
     pytest.mark.skipif(
         not (shutil.which("prometheus") and shutil.which("prometheus-alertmanager")),
         reason="run `make monitoring-setup`",
