@@ -67,7 +67,7 @@ def point_in_time_rows(
     base = baseline_inputs(grid, origins, lambdas, ts.horizon_minutes, ts.rv_floor)
     base["y"] = log_rv_target(grid, origins, ts.horizon_minutes, ts.rv_floor)
     log.info("computing features", extra={"origins": len(origins)})
-    feats = featurize_many(candles, at=origins)
+    feats = featurize_many(candles, at=origins.tolist())
     rows = base.merge(feats, on="time", how="inner", validate="one_to_one")
     usable = rows["warm"].to_numpy(bool) & np.isfinite(rows[["y", *HAR_COLUMNS]]).all(axis=1)
     return rows[usable].reset_index(drop=True), list(FEATURE_NAMES), FEATURE_VERSION

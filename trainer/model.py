@@ -114,4 +114,5 @@ def reference_distribution(
 
 def importance(booster: xgb.Booster) -> dict[str, float]:
     """Total gain per feature (features never split on are absent)."""
-    return {k: float(v) for k, v in booster.get_score(importance_type="total_gain").items()}
+    scores = booster.get_score(importance_type="total_gain")
+    return {k: float(np.sum(v)) for k, v in scores.items()}

@@ -59,6 +59,20 @@ def score_frame(
     return report, forecasts
 
 
+def refit(
+    ds: Dataset,
+    rounds: int,
+    baselines: dict[str, dict[str, Any]],
+    ts: TrainerSettings,
+    threads: int,
+) -> tuple[Any, dict[str, dict[str, Any]]]:
+    """The model (same rounds) and the HAR coefficients refitted on train + valid (dense)."""
+    both = pd.concat([ds.part("train"), ds.part("valid", dense=True)])
+    y = both["y"].to_numpy()
+    booster = refit_booster(ds.x(both), y, rounds, ds.feature_names, ts, threads)
+    return booster, refit_har(baselines, both)
+
+
 def fit(ds: Dataset, ts: TrainerSettings, threads: int) -> Fitted:
     """Fit XGBoost (early stopping on validation) and the baselines on ``train``; fit every
     bias factor on ``valid``; score everything on ``test``."""
@@ -75,10 +89,7 @@ def fit(ds: Dataset, ts: TrainerSettings, threads: int) -> Fitted:
     baselines = fit_baselines(train, valid)
     rounds = int(booster.num_boosted_rounds())
     if ts.refit_on_valid:
-        both = pd.concat([train, ds.part("valid", dense=True)])
-        y_both = both["y"].to_numpy()
-        booster = refit_booster(ds.x(both), y_both, rounds, ds.feature_names, ts, threads)
-        baselines = refit_har(baselines, both)
+        booster, baselines = refit(ds, rounds, baselines, ts, threads)
     report, forecasts = score_frame(test, predict(booster, ds.x(test)), bias, baselines)
     reference, ranges = reference_distribution(ds.x(train), ds.feature_names)
     params = {
