@@ -161,6 +161,20 @@ def _monitoring_programs(var: Path) -> list[Program]:
     if shutil.which("prometheus-alertmanager") and am_conf.exists():
         progs.append(
             Program(
+                "alert-sink",
+                [
+                    PY,
+                    "-m",
+                    "monitoring.webhook_sink",
+                    "--port",
+                    "9105",
+                    "--out",
+                    str(var / "alerts.jsonl"),
+                ],
+            )
+        )
+        progs.append(
+            Program(
                 "alertmanager",
                 [
                     "prometheus-alertmanager",
@@ -289,7 +303,9 @@ def _print_where_to_look(programs: list[Program], layout: Layout) -> None:
     if "prometheus" in names:
         lines.append("  Prometheus:            http://127.0.0.1:9090  (alerts: /alerts)")
     if "alertmanager" in names:
-        lines.append("  Alertmanager:          http://127.0.0.1:9093")
+        lines.append(
+            "  Alertmanager:          http://127.0.0.1:9093  (notifications: var/alerts.jsonl)"
+        )
     elif not shutil.which("prometheus"):
         lines.append("  Prometheus: not installed (make monitoring-setup); carrying on without it")
     if "airflow" in names:
