@@ -12,8 +12,6 @@ import pandas as pd
 
 from services.common.schemas import CANDLE_FIELDS
 
-LAKE_SUBDIR = Path("lake") / "candles"
-
 
 def cryptocompare_rows(doc: Any) -> list[dict[str, Any]]:
     """The candle rows of a CryptoCompare response, whatever the envelope.
@@ -57,14 +55,11 @@ def read_candles(path: Path, symbol: str | None = None) -> pd.DataFrame:
 def read_lake(
     data_dir: Path, symbol: str, start: str | None = None, end: str | None = None
 ) -> pd.DataFrame:
-    """Candles of ``symbol`` from the Parquet lake, dates ``start <= date < end`` (ISO days)."""
-    root = Path(data_dir) / LAKE_SUBDIR / f"symbol={symbol}"
-    if not root.exists():
-        raise FileNotFoundError(f"no lake partition {root}")
-    filters: list[tuple[str, str, str]] = []
-    if start:
-        filters.append(("date", ">=", start))
-    if end:
-        filters.append(("date", "<", end))
-    df = pd.read_parquet(root, filters=filters or None)
+    """Candles of ``symbol`` from the lake, ``start <= time < end`` (dates), via the archiver's
+    own reader (:func:`services.featurizer.lake.read_lake`)."""
+    from services.featurizer.lake import read_lake as lake_reader
+
+    df = lake_reader(Path(data_dir), symbol, start, end)
+    if df.empty:
+        raise FileNotFoundError(f"no candles of {symbol} in the lake under {data_dir}")
     return to_candle_frame(df)
