@@ -25,9 +25,10 @@ from mlflow.exceptions import MlflowException
 
 from services.common import kafka
 from services.common.broker import EmbeddedBroker, free_port
-from services.common.schemas import ModelEvent
+from services.common.schemas import CANDLE_FIELDS, ModelEvent
 from services.common.settings import REPO_ROOT, Settings
 from services.common.topics import MODEL_EVENTS
+from services.featurizer.lake import FILE_NAME, day_dir
 from trainer.snapshot import seed_lake
 
 pytestmark = pytest.mark.integration
@@ -94,7 +95,7 @@ class AirflowEnv:
 
     def dags_test(self, logical_date: str, **conf: object) -> subprocess.CompletedProcess[str]:
         """``airflow dags test`` one run of the DAG with ``conf`` as params."""
-        return self.cli("dags", "test", DAG_ID, logical_date, "-c", json.dumps(conf), timeout=480)
+        return self.cli("dags", "test", DAG_ID, logical_date, "-c", json.dumps(conf), timeout=840)
 
     def states(self, logical_date: str) -> dict[str, str]:
         """Task id -> state of the run at ``logical_date``, as Airflow recorded them."""
@@ -212,6 +213,7 @@ def test_dagbag_imports_cleanly_with_the_six_hourly_schedule(airflow_env: Airflo
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_good_window_runs_end_to_end_and_registers_a_model(
     airflow_env: AirflowEnv, good_run: RunResult, mlflow_client: MlflowClient
 ) -> None:
@@ -254,6 +256,7 @@ def test_good_window_runs_end_to_end_and_registers_a_model(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_a_worse_challenger_leaves_the_champion_alone(
     airflow_env: AirflowEnv, good_run: RunResult, mlflow_client: MlflowClient
 ) -> None:
@@ -279,13 +282,23 @@ def _is_champion(client: MlflowClient, name: str, version: str) -> bool:
         return False
 
 
+def write_raw_lake(candles: pd.DataFrame, data_dir: Path, symbol: str) -> None:
+    """Day files written straight into the lake layout, bypassing Candle validation (as a
+    corrupted backfill or a foreign writer would): the archiver itself never stores NaN."""
+    days = pd.to_datetime(candles["time"], unit="s", utc=True).dt.strftime("%Y-%m-%d")
+    for day, part in candles.groupby(days):
+        path = day_dir(data_dir, symbol, str(day)) / FILE_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part[list(CANDLE_FIELDS)].to_parquet(path, index=False)
+
+
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_corrupted_window_stops_at_the_quality_gate(airflow_env: AirflowEnv) -> None:
-    data = Path(airflow_env.env["DATA_DIR"])
-    candles = real_candles("2023-06-01", "2023-06-15")
-    bad = candles.sample(frac=0.05, random_state=3).index
-    candles.loc[bad, "close"] = float("nan")  # 5% nulls
-    seed_lake(candles, data, "BTC")
+    candles = real_candles("2023-06-01", "2023-06-15").reset_index(drop=True)
+    candles.loc[candles.sample(frac=0.05, random_state=3).index, "close"] = float("nan")
+    candles.loc[:199, "high"] = candles.loc[:199, "low"] - 1.0  # and 200 broken OHLC rows
+    write_raw_lake(candles, Path(airflow_env.env["DATA_DIR"]), "BTC")
     end = "2023-06-15T00:00:00+00:00"
     proc = airflow_env.dags_test(BAD_DATE, start="2023-06-01", end=end)
     states = airflow_env.states(BAD_DATE)
@@ -293,4 +306,6 @@ def test_corrupted_window_stops_at_the_quality_gate(airflow_env: AirflowEnv) -> 
     assert states["snapshot"] == "success"
     assert states["quality_gate"] == "failed", proc.stdout[-3000:]
     assert {states[t] for t in TASKS[2:]} == {"upstream_failed"}
-    assert "quality gate failed: nulls: worst column close: 5.00% null" in proc.stdout + proc.stderr
+    out = proc.stdout + proc.stderr
+    assert "quality gate failed: nulls: worst column close: 5.00% null" in out
+    assert "ohlc_consistency: 200 rows" in out
