@@ -200,7 +200,7 @@ def _report(stage: str, runs: list[Run], join_label: str) -> list[dict[str, Any]
         out.append(figure(f"{tag}: candles per CPU-second (all instances)", total / sum(r.cpu_s),
                           "candles/s"))  # fmt: skip
         for i, c in enumerate(r.cpu_s):
-            out.append(figure(f"{tag}: instance {i} CPU-seconds (first output to last)", c, "s"))
+            out.append(figure(f"{tag}: instance {i} CPU-seconds while processing", c, "s"))
         print(f"  {tag}: per key {r.per_key}, duplicates {r.duplicates}, "
               f"dead letters {r.dead_letters}, digest {r.digest[:12]}", flush=True)  # fmt: skip
     same = runs[0].digest == runs[1].digest and runs[0].per_key == runs[1].per_key
