@@ -158,9 +158,7 @@ def main() -> dict:
         write_slice(train, t0 - 92 * 86400, t0 - 8 * 86400)
         with MlflowServer(work / "mlflow") as mlflow:
             with Pipeline(work / "train", mlflow.uri) as pipe:
-                pipe.volstream("train", "train", "--data", str(train))
-                if pipe.wait("train", 900) != 0:
-                    raise RuntimeError(f"training failed; see {work}/train/log/train.log")
+                pipe.train_champion(train)
             throughput(work, mlflow.uri, figures)
             latency(work, mlflow.uri, figures)
     save("pipeline", figures)

@@ -145,9 +145,10 @@ def run_chaos(
     write_slice(train, t0 - train_months * 30 * 86400, t0)
     report = ChaosReport()
     with MlflowServer(workdir / "mlflow") as mlflow, Pipeline(workdir, mlflow.uri) as pipe:
-        pipe.volstream("train", "train", "--data", str(train))
-        if pipe.wait("train", 900) != 0:
-            report.problems.append("training the champion failed; see log/train.log")
+        try:
+            pipe.train_champion(train)
+        except RuntimeError as exc:
+            report.problems.append(str(exc))
             return report
         for name in ("validator", "featurizer", "predictor"):
             pipe.service(name)

@@ -112,6 +112,16 @@ class Pipeline:
     def volstream(self, name: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
         return self.start(name, [sys.executable, "-m", "services.cli.main", *args], **env)
 
+    def train_champion(self, data: Path, timeout_s: float = 900) -> None:
+        """Train on ``data`` and make the result champion (a short history may not beat HAR,
+        which the gate rightly refuses; the benchmarks need a model either way)."""
+        for name, args in (
+            ("train", ("train", "--data", str(data))),
+            ("promote", ("promote", "--force")),
+        ):
+            if self.volstream(name, *args).wait(timeout_s) != 0:
+                raise RuntimeError(f"`volstream {name}` failed; see {self.workdir}/log/{name}.log")
+
     def kill9(self, name: str) -> None:
         proc = self.procs[name]
         if proc.poll() is None:
