@@ -17,7 +17,8 @@ from services.common.settings import REPO_ROOT
 def _tracked_files() -> list[str]:
     out = subprocess.run(["git", "ls-files"], cwd=REPO_ROOT, capture_output=True, text=True,
                          check=True)
-    skip = ("uv.lock", "package-lock.json", "requirements.lock")
+    # .dvc files hold md5 content digests of datasets, hex strings that are not secrets
+    skip = ("uv.lock", "package-lock.json", "requirements.lock", ".dvc")
     return [f for f in out.stdout.splitlines()
             if not f.endswith(skip) and (REPO_ROOT / f).is_file()]
 
