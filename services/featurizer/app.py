@@ -28,6 +28,7 @@ from services.featurizer import metrics, transport
 from services.featurizer.committer import Committer
 from services.featurizer.core import Featurizer, Outcome, Record, encode_vector
 from services.featurizer.history import read_partition
+from services.featurizer.publish import send_keyed
 from services.featurizer.settings import FeaturizerSettings
 
 log = logging.getLogger(__name__)
@@ -161,10 +162,11 @@ class StreamFeaturizer:
     async def _publish(self, out: Outcome) -> list[asyncio.Future[Any]]:
         """Send the batch's outputs without waiting for acks; returns their futures."""
         assert self.producer is not None, "start() first"
-        send = self.producer.send
-        futures = [await send(FEATURES, encode_vector(v), v.symbol.encode()) for v in out.features]
+        keyed = [(v.symbol.encode(), encode_vector(v)) for v in out.features]
+        futures = await send_keyed(self.producer, FEATURES, keyed)
         for d in out.dead:
-            futures.append(await send(TICKS_DLQ, d.to_bytes(), (d.symbol or "").encode() or None))
+            key = (d.symbol or "").encode() or None
+            futures.append(await self.producer.send(TICKS_DLQ, d.to_bytes(), key))
             log.warning(
                 "dead-lettered",
                 extra={
