@@ -109,6 +109,8 @@ def create_app(service: Service, run_loops: bool = True) -> FastAPI:
         version="1",
         summary="Realized-volatility forecasts (next 60 minutes) for crypto pairs",
         lifespan=lifespan if run_loops else None,
+        # Prometheus is our telemetry; FastAPI's OpenTelemetry hooks cost on every request
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.service = service
     for module in (health, predictions, model, metrics):

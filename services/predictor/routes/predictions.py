@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 import numpy as np
@@ -21,14 +22,38 @@ SymbolQuery = Annotated[str, Query(pattern=SYMBOL_PATTERN, examples=["BTC"])]
 JSON = "application/json"
 
 
+_SYMBOL = re.compile(SYMBOL_PATTERN)
+#: The hot path takes no injected dependencies (they cost as much as the rest of the request);
+#: its one parameter is checked here and documented here.
+_LATEST_PARAMS = {
+    "parameters": [
+        {
+            "name": "symbol",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string", "pattern": SYMBOL_PATTERN, "default": "BTC"},
+        }
+    ]
+}
+
+
 @router.get(
     "/predictions/latest",
     response_model=Prediction,
-    responses={404: {"model": ErrorBody, "description": "no prediction for this symbol yet"}},
+    responses={
+        404: {"model": ErrorBody, "description": "no prediction for this symbol yet"},
+        422: {"description": "invalid symbol"},
+    },
+    openapi_extra=_LATEST_PARAMS,
 )
-async def latest(service: ServiceDep, symbol: SymbolQuery = "BTC") -> Response:
+async def latest(request: Request) -> Response:
     """The newest champion prediction for ``symbol`` (served pre-encoded from memory)."""
-    body = service.ring.latest_json(symbol)
+    symbol = request.query_params.get("symbol", "BTC")
+    if not _SYMBOL.match(symbol):
+        msg = f"String should match pattern '{SYMBOL_PATTERN}'"
+        detail = [{"type": "string_pattern_mismatch", "loc": ["query", "symbol"], "msg": msg}]
+        return JSONResponse({"detail": detail}, status_code=422)
+    body = request.app.state.service.ring.latest_json(symbol)
     if body is None:
         raise HTTPException(404, f"no prediction for {symbol} yet")
     return Response(body, media_type=JSON)
@@ -79,10 +104,11 @@ def body_errors(exc: ValidationError) -> list[dict[str, Any]]:
     responses={422: {"description": "invalid body (field-level details)"}, **_PREDICT_ERRORS},  # type: ignore[dict-item]
     openapi_extra=_PREDICT_BODY,
 )
-async def predict(service: ServiceDep, request: Request) -> Response:
+async def predict(request: Request) -> Response:
     """Score one feature vector (a ``PredictRequest``) with the champion. Bad input and missing
     features give 422 (field-level), a different ``feature_version`` 409. Concurrent calls are
-    scored in one XGBoost call."""
+    scored in one XGBoost call. (Hot path: no injected dependencies.)"""
+    service = request.app.state.service
     try:
         req = PredictRequest.model_validate_json(await request.body())
     except ValidationError as exc:
