@@ -111,11 +111,9 @@ def serve_predictor(port: int, out: Path) -> None:
     bundle = load_model(out)
     service = build_service(Settings(), PredictorSettings(), StaticRegistry(bundle, champion="1"))
     asyncio.run(service.holder.reload())
-    t0 = int(time.time()) // 60 * 60 - 200 * 60
-    vectors = [
-        FeatureVector(symbol="BTC", time=t0 + 60 * i, warm=True, **payload(out, i))
-        for i in range(200)
-    ]
+    n = min(100, len(json.loads((out / "rows.json").read_text())))
+    t0 = int(time.time()) // 60 * 60 - n * 60
+    vectors = [FeatureVector(time=t0 + 60 * i, warm=True, **payload(out, i)) for i in range(n)]
     records = [RawRecord("features", 0, i, b"BTC", v.to_bytes()) for i, v in enumerate(vectors)]
     service.ring.extend(process(records, bundle, None).predictions)
     service.worker.assignment.joined = True
@@ -160,6 +158,7 @@ def scoring(out: Path) -> list[dict[str, Any]]:
     single = median_s(one, 2000)
     per_row = median_s(batch, 300) / len(batch)
     return [
+        figure("model size", bundle.booster.num_boosted_rounds(), "trees"),
         figure("scoring: single row", single * 1e6, "us/row", target="< 1000"),
         figure("scoring: micro-batch of 100, per row", per_row * 1e6, "us/row"),
         figure("scoring: batch speed-up per row", single / per_row, "x"),
