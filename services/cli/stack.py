@@ -25,6 +25,7 @@ import typer
 from services.cli.supervisor import Layout, Program, Supervisor, running_pid, stop_pid
 from services.common import durable as durable_mode
 from services.common.broker import port_open, tansu_binary, wait_for_broker
+from services.common.mlflow_local import SERVER_ENV
 from services.common.settings import REPO_ROOT, Settings, get_settings
 
 EMULATOR_PORT = 8765
@@ -96,6 +97,7 @@ def plan(
                 str(var / "mlflow" / "artifacts"),
             ],
             cwd=var / "mlflow",
+            env=SERVER_ENV,
         ),
     ]
     for svc in ("validator", "featurizer", "predictor"):

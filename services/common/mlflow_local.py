@@ -19,6 +19,10 @@ import httpx
 
 from services.common.broker import free_port
 
+#: No background job runners (7 huey workers that burn CPU while idle); volstream uses no MLflow
+#: server-side jobs.
+SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
 
 class MlflowServer:
     """``mlflow server`` on SQLite with a local artifact store under ``root``."""
@@ -65,6 +69,7 @@ class MlflowServer:
             stderr=subprocess.STDOUT,
             cwd=self.root,
             start_new_session=True,
+            env={**os.environ, **SERVER_ENV},
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
