@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import uvicorn
@@ -37,6 +38,10 @@ async def serve() -> int:
         from prometheus_client import start_http_server
 
         start_http_server(psettings.metrics_port, settings.predictor_host, service.metrics.registry)
+    # uvicorn re-raises the signal that stopped it once the handler it saved is back; a no-op
+    # handler there lets a clean SIGTERM shutdown end in exit code 0 instead of death by signal
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
     await server.serve()
     return 1 if service.failure else 0
 
