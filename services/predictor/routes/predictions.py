@@ -6,7 +6,6 @@ import re
 from typing import Annotated, Any
 
 import numpy as np
-import orjson
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
@@ -94,8 +93,8 @@ _PREDICT_BODY = {
 
 def body_errors(exc: ValidationError) -> list[dict[str, Any]]:
     """FastAPI-style 422 details (``loc`` starts with ``body``), JSON-safe for any input."""
-    errors = orjson.loads(exc.json(include_url=False, include_context=False))
-    return [{**e, "loc": ["body", *e["loc"]]} for e in errors]
+    errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    return [{"type": e["type"], "loc": ["body", *e["loc"]], "msg": e["msg"]} for e in errors]
 
 
 @router.post(
