@@ -81,6 +81,8 @@ class Pipeline:
             "PYTHONUNBUFFERED": "1",
             "TOPIC_PARTITIONS": str(self.partitions),
             "PREDICTOR_PORT": str(free_port()),
+            "DATASETS_DIR": str(self.workdir / "datasets"),  # keep the repo's DVC data clean
+            "DVC_ENABLED": "false",
         }
         if self.mlflow_uri:
             env["MLFLOW_TRACKING_URI"] = self.mlflow_uri
