@@ -164,14 +164,16 @@ def run_gate(
         ),
         settings,
     )  # fmt: skip
-    if not promote:
-        return None
     scores = {"challenger_qlike": report[MODEL]["qlike"], "har_qlike": report["har"]["qlike"]}
     if champion is not None:
+        # recorded even without promoting, so a later `volstream promote` (Airflow's
+        # evaluate_and_promote) compares on this same test window
         scores |= {"champion": champion["version"], "champion_qlike": champion["qlike"]}
         client = registry.client(settings)
         client.set_tag(run_id, CHAMPION_TAG, champion["version"])
         client.log_metric(run_id, CHAMPION_METRIC, champion["qlike"])
+    if not promote:
+        return None
     return apply(settings, ts, version, run_id, scores)
 
 
