@@ -149,7 +149,6 @@ def notify(snap: dict, report: dict, version: dict, trained: str, decided: str, 
         "decision": decision,
         "champion": registry.alias_version(registry.CHAMPION, settings),
     }
-    registry.client(settings).log_dict(train_doc["run_id"], summary, "airflow/run_summary.json")
     event = ModelEvent(
         event="promoted" if decision["promoted"] else "refused",
         model_name=settings.model_name,
@@ -160,6 +159,7 @@ def notify(snap: dict, report: dict, version: dict, trained: str, decided: str, 
         metrics={k: float(v) for k, v in decision.items() if k.endswith("_qlike") and v},
     )
     summary["published"] = registry.publish_event(event, settings)
+    registry.client(settings).log_dict(train_doc["run_id"], summary, "airflow/run_summary.json")
     print(json.dumps(summary, indent=1, default=str))
     return summary
 
