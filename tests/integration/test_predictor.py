@@ -242,7 +242,9 @@ def extra_versions(model_settings: Settings, version: str) -> tuple[str, str]:
     client = registry.client(model_settings)
     name = model_settings.model_name
     mv = client.get_model_version(name, version)
-    good = client.create_model_version(name, mv.source, run_id=mv.run_id).version
+    good = client.create_model_version(
+        name, mv.source, run_id=mv.run_id, model_id=getattr(mv, "model_id", None)
+    ).version
     run = client.create_run(client.get_run(mv.run_id).info.experiment_id)
     client.set_terminated(run.info.run_id)
     bad = client.create_model_version(
