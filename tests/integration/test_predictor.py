@@ -18,6 +18,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow.store.artifact.utils.models import _parse_model_id_if_present
 from pydantic import SecretStr
 
 from services.common import kafka, registry
@@ -233,7 +234,10 @@ async def test_replayed_week_one_prediction_per_warm_vector(
 
 
 async def _ready(http: httpx.AsyncClient) -> bool:
-    return (await http.get("/ready")).status_code == 200
+    try:
+        return (await http.get("/ready")).status_code == 200
+    except httpx.TransportError:  # the server is not listening yet
+        return False
 
 
 def extra_versions(model_settings: Settings, version: str) -> tuple[str, str]:
@@ -242,9 +246,8 @@ def extra_versions(model_settings: Settings, version: str) -> tuple[str, str]:
     client = registry.client(model_settings)
     name = model_settings.model_name
     mv = client.get_model_version(name, version)
-    good = client.create_model_version(
-        name, mv.source, run_id=mv.run_id, model_id=getattr(mv, "model_id", None)
-    ).version
+    model_id = _parse_model_id_if_present(mv.source)  # MLflow 3: "models:/m-…" sources
+    good = client.create_model_version(name, mv.source, run_id=mv.run_id, model_id=model_id).version
     run = client.create_run(client.get_run(mv.run_id).info.experiment_id)
     client.set_terminated(run.info.run_id)
     bad = client.create_model_version(
