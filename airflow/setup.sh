@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 VENV=.venv-airflow
 LOCK=airflow/requirements.lock
 STAMP="$VENV/.volstream-lock.sha256"
-UV=$(command -v uv 2>/dev/null || echo "$HOME/.local/bin/uv")
+UV=$(command -v uv 2>/dev/null || echo "python3 -m uv")
 
 want=$(sha256sum "$LOCK" | cut -d' ' -f1)
 if [[ -x "$VENV/bin/airflow" && -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
@@ -20,7 +20,7 @@ if [[ -x "$VENV/bin/airflow" && -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; 
 fi
 
 echo "airflow-setup: building $VENV from $LOCK"
-[[ -x "$VENV/bin/python" ]] || "$UV" venv "$VENV" --python 3.11 --quiet
-"$UV" pip install --quiet --python "$VENV/bin/python" -r "$LOCK"
+[[ -x "$VENV/bin/python" ]] || $UV venv "$VENV" --python 3.11 --quiet
+$UV pip install --quiet --python "$VENV/bin/python" -r "$LOCK"
 "$VENV/bin/airflow" version
 echo "$want" >"$STAMP"
