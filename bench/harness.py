@@ -115,14 +115,17 @@ class Pipeline:
         return self.start(name, [sys.executable, "-m", "services.cli.main", *args], **env)
 
     def train_champion(self, data: Path, timeout_s: float = 900) -> None:
-        """Train on ``data`` and make the result champion (a short history may not beat HAR,
-        which the gate rightly refuses; the benchmarks need a model either way)."""
-        for name, args in (
-            ("train", ("train", "--data", str(data))),
-            ("promote", ("promote", "--force")),
-        ):
-            if self.volstream(name, *args).wait(timeout_s) != 0:
-                raise RuntimeError(f"`volstream {name}` failed; see {self.workdir}/log/{name}.log")
+        """Train on ``data`` and make sure a champion exists: when the gate refused the model
+        (a short history may not beat HAR), promote it with ``--force``; the benchmarks need a
+        model either way."""
+        from services.common.registry import alias_version
+
+        if self.volstream("train", "train", "--data", str(data)).wait(timeout_s) != 0:
+            raise RuntimeError(f"`volstream train` failed; see {self.workdir}/log/train.log")
+        settings = self.settings.model_copy(update={"mlflow_tracking_uri": self.mlflow_uri})
+        no_champion = alias_version("champion", settings) is None
+        if no_champion and self.volstream("promote", "promote", "--force").wait(timeout_s) != 0:
+            raise RuntimeError(f"`volstream promote` failed; see {self.workdir}/log/promote.log")
 
     def kill9(self, name: str) -> None:
         proc = self.procs[name]
