@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ import httpx
 
 from bench.common import figure, save
 from services.common.broker import free_port
+from services.common.procs import stop_process_group
 
 CONCURRENCY = 32
 DURATION_S = 8
@@ -218,13 +218,7 @@ class Server:
         raise TimeoutError("server did not start")
 
     def __exit__(self, *exc: object) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        stop_process_group(self.proc)
 
 
 def http_figures(name: str, stats: dict[str, float]) -> list[dict[str, Any]]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 import httpx
 
 from services.common.broker import free_port
+from services.common.procs import stop_process_group
 
 #: No background job runners (7 huey workers that burn CPU while idle); volstream uses no MLflow
 #: server-side jobs.
@@ -87,13 +87,8 @@ class MlflowServer:
 
     def stop(self) -> None:
         """Stop the server's process group (SIGTERM, then SIGKILL)."""
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        if self.proc:
+            stop_process_group(self.proc)
 
     def __enter__(self) -> MlflowServer:
         return self.start()
