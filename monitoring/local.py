@@ -7,8 +7,6 @@ its readiness endpoint.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +20,7 @@ from monitoring import render
 from monitoring.alerts import Alert
 from services.common.broker import free_port
 from services.common.errors import VolstreamError
+from services.common.procs import stop_process_group
 
 ALERTMANAGER_CONFIG = Path(__file__).resolve().parent / "alertmanager" / "alertmanager.yml"
 
@@ -61,14 +60,8 @@ class Daemon:
 
     def stop(self, timeout_s: float = 10.0) -> None:
         proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
-            return
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout_s)
+        if proc is not None:
+            stop_process_group(proc, timeout_s)
 
     def log_tail(self, chars: int = 2000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
