@@ -34,7 +34,8 @@ airflow-setup: setup
 test: setup system-setup
 	$(PY) -m pytest
 
-## bench: prints figures against targets, writes bench/results/*.json (never fails on a figure)
+## bench: prints figures against targets, writes bench/results/*.json and *.png charts (never fails
+## on a figure); knobs such as BENCH_E2E_DAYS in docs/benchmarks.md
 bench: setup system-setup
 	$(PY) -m bench
 

@@ -1,0 +1,45 @@
+"""Peak RSS of process groups from /proc (Linux), on a real short-lived child."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.bench_pipeline import service_of
+from bench.rss import PeakRss, by_service, hwm_kb, members
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
+
+GROW = "x = bytearray(64 * 2**20); import time; time.sleep(0.6)"
+
+
+def test_hwm_of_this_process_and_of_no_process() -> None:
+    assert (hwm_kb(os.getpid()) or 0) > 1000
+    assert hwm_kb(2**22 + 12345) is None
+
+
+def test_members_finds_a_child_in_its_own_session() -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(5)"], start_new_session=True
+    )
+    try:
+        assert members([child.pid])[child.pid] == {child.pid}
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_peak_rss_sees_the_peak_of_a_child_that_exited() -> None:
+    child = subprocess.Popen([sys.executable, "-c", GROW], start_new_session=True)
+    with PeakRss(lambda: {"grow": child.pid}, interval_s=0.05) as peaks:
+        child.wait(10)
+    assert peaks.peaks_mb()["grow"] > 64
+
+
+def test_replays_count_as_the_ingestor() -> None:
+    names = {"replay": 90.0, "warm-BTC": 95.0, "steady-SOL": 80.0, "validator": 70.0}
+    assert by_service(names, service_of) == {"ingestor (replay)": 95.0, "validator": 70.0}
