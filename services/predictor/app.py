@@ -65,7 +65,11 @@ def build_service(
     """Wire the predictor's state (nothing starts here)."""
     metrics = PredictorMetrics()
     holder = ModelHolder(
-        registry or MlflowRegistry(settings), metrics, psettings.psi_window, psettings.psi_exclude
+        registry or MlflowRegistry(settings),
+        metrics,
+        psettings.psi_window,
+        psettings.psi_exclude,
+        psettings.psi_min_spans,
     )
     ring = PredictionRing(psettings.ring_size)
     accuracy = LiveAccuracy(psettings.horizon_minutes, psettings.accuracy_window)

@@ -81,6 +81,19 @@ class DriftMonitor:
     the OOD count per feature of those rows; ``psi()`` is the current window's PSI per feature.
     ``exclude`` names features left out of PSI: deterministic calendar features (hour and day
     encodings) are never "drift", and any window shorter than a week misrepresents them.
+
+    ``memory`` (minutes per feature, :data:`FEATURE_MEMORY_MINUTES`) keeps slow features out of
+    PSI until the window holds ``spans`` of their memories. A window of one day holds a single
+    value of a weekly HAR, give or take, and that point mass is "drift" against any training
+    distribution; a feature's PSI means something only once the window has seen several
+    independent stretches of it. With ``spans=4`` a day-long window assesses features up to
+    6 hours long:
+
+    >>> ref = {"fast": [0.0, 1.0, 2.0, 3.0], "slow": [0.0, 1.0, 2.0, 3.0]}
+    >>> m = DriftMonitor(["fast", "slow"], ref, {}, window=100, memory={"fast": 5, "slow": 60})
+    >>> _ = m.update_many(np.tile([[9.0, 9.0]], (100, 1)))
+    >>> sorted(m.psi()), m.drift_ratio()
+    (['fast'], 1.0)
     """
 
     def __init__(
@@ -90,6 +103,8 @@ class DriftMonitor:
         ranges: Mapping[str, tuple[float, float]],
         window: int = 1440,
         exclude: Iterable[str] = (),
+        memory: Mapping[str, int] | None = None,
+        spans: int = 4,
     ) -> None:
         skip = set(exclude)
         self.all_names = list(names)
@@ -101,6 +116,7 @@ class DriftMonitor:
         self._ring = np.full((window, len(self.names)), -1, dtype=np.int32)
         self._pos = 0
         self._counts = [np.zeros(len(b.expected), dtype=np.int64) for b in self.bins]
+        self._needs = [spans * (memory or {}).get(n, 0) for n in self.names]
 
     def update_many(self, matrix: np.ndarray) -> dict[str, int]:
         """Add rows to the window; returns {feature: rows outside the training range}."""
@@ -131,10 +147,11 @@ class DriftMonitor:
         return {self.all_names[i]: int(c) for i, c in enumerate(out) if c}
 
     def psi(self) -> dict[str, float]:
-        """PSI of each feature over the current window."""
+        """PSI of each feature the current window can assess (see ``memory``)."""
         return {
             n: psi(c, b.expected)
-            for n, c, b in zip(self.names, self._counts, self.bins, strict=True)
+            for n, c, b, need in zip(self.names, self._counts, self.bins, self._needs, strict=True)
+            if c.sum() >= max(need, 1)
         }
 
     def drift_ratio(self, threshold: float = 0.2) -> float:

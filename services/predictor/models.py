@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from services.common.errors import ModelError
+from services.common.features import FEATURE_MEMORY_MINUTES
 from services.common.registry import ModelBundle
 from services.common.settings import Settings
 from services.predictor.drift import DriftMonitor
@@ -94,11 +95,13 @@ class ModelHolder:
         metrics: PredictorMetrics,
         psi_window: int = 1440,
         psi_exclude: Sequence[str] = (),
+        psi_min_spans: int = 4,
     ) -> None:
         self.registry = registry
         self.metrics = metrics
         self.psi_window = psi_window
         self.psi_exclude = list(psi_exclude)
+        self.psi_min_spans = psi_min_spans
         self.models = ModelSet()
         self.last_error: str | None = None
         self.last_reload_at: float | None = None
@@ -144,6 +147,8 @@ class ModelHolder:
             bundle.feature_ranges,
             self.psi_window,
             self.psi_exclude,
+            memory=FEATURE_MEMORY_MINUTES,
+            spans=self.psi_min_spans,
         )
 
     def _failed(self, exc: Exception, old: ModelSet) -> None:

@@ -38,6 +38,10 @@ class PredictorSettings(BaseSettings):
     say nothing about a distribution)."""
     psi_exclude: Annotated[list[str], NoDecode] = ["hod_sin", "hod_cos", "dow_sin", "dow_cos"]
     """``PSI_EXCLUDE``: comma-separated features left out of PSI (calendar encodings)."""
+    psi_min_spans: int = Field(default=4, ge=1)
+    """``PSI_MIN_SPANS``: a feature enters PSI once the window holds this many of its memories
+    (``FEATURE_MEMORY_MINUTES``): a day-long window judges features up to 6 h long, a week-long
+    one up to 42 h; the weekly HAR never (its PSI over a week is one value against a year)."""
     psi_threshold: float = 0.2
     """``PSI_THRESHOLD``: a feature with PSI above it counts as drifted."""
     accuracy_window: int = Field(default=1440, ge=1)

@@ -7,10 +7,10 @@ Setup (everything on free loopback ports, stopped by PID at the end):
 - Prometheus, Alertmanager and the webhook sink, scraping and evaluating every second.
   ``DataDriftHigh``'s ``for:`` is cut from 5 minutes to 5 seconds in the test copy of the rules.
 
-Then the real August 2024 crash is replayed: a week of warm-up from 2024-07-29 and the crash of
-2024-08-05. Why not the March 2020 crash week? The featurizer scores a vector only after
-``WARMUP_MINUTES`` (168 h) of history, and that file holds exactly 168 h, so none of its vectors
-would ever be scored; the shared data has nothing before it. Checked:
+Then the real March 2020 crash week is replayed from its file in CryptoCompare's v2
+``histominute`` format. It is all the history there is, so the featurizer warms up inside it
+(``WARMUP_MINUTES``, 80 % of a week) and the champion scores its last 33.6 hours, 14 and
+15 March 2020, in the crash's wake. Checked:
 - every target is up;
 - every dashboard panel query, every recording rule and every alert's signal returns data, and
   every rule evaluates without error;
@@ -57,7 +57,7 @@ pytestmark = [
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 CALM_WEEK_JSON = SHARED / "cryptocompare" / "cc_histominute_BTCUSDT_2024-03-01_7d.json"
 TRAIN = ("2023-09-01", 14)  # calm: start, days (a week of warm-up, a week of origins)
-CRASH = ("2024-07-29", 8.5)  # 7 days of warm-up, then 2024-08-05 and half of 08-06
+CRASH_WEEK_JSON = SHARED / "cryptocompare" / "cc_histominute_BTCUSDT_2020-03-09_7d.json"
 
 
 def ts(day: str) -> int:
@@ -189,13 +189,10 @@ def test_live_check(mlflow_server: Any, tmp_path: Path) -> None:
         targets = {job: f"127.0.0.1:{port}" for job, port in ports.items()}
         with MonitoringStack(tmp_path / "monitoring", targets, alerts=fast) as stack:
             prom = PromClient(stack.prometheus_url)
-            crash = tmp_path / "crash.parquet"
-            start, days = CRASH
-            n = write_slice(crash, ts(start), ts(start) + int(days * 86400))
-            pipe.volstream("replay", "ingest", "replay", "--file", str(crash), "--symbol", "BTC",
-                           "--metrics-port", "0")  # fmt: skip
+            pipe.volstream("replay", "ingest", "replay", "--file", str(CRASH_WEEK_JSON),
+                           "--symbol", "BTC", "--metrics-port", "0")  # fmt: skip
             asyncio.run(publish_bad_batch(pipe))
-            assert pipe.wait("replay", 300) == 0, f"replay of {n} candles failed"
+            assert pipe.wait("replay", 300) == 0, "replay of the March 2020 week failed"
             latest = f"{predictor}/predictions/latest?symbol=BTC"
             wait_for(lambda: httpx.get(latest, timeout=5).status_code == 200, 300, "predictions")
             for path in ("/model", "/predictions?symbol=BTC"):

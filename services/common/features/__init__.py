@@ -10,6 +10,7 @@ from __future__ import annotations
 from services.common.features.batch import featurize_many
 from services.common.features.online import FeatureRow, OnlineFeatures
 from services.common.features.spec import (
+    FEATURE_MEMORY_MINUTES,
     FEATURE_NAMES,
     FEATURE_SET_NAME,
     FEATURE_VERSION,
@@ -18,6 +19,7 @@ from services.common.features.spec import (
 )
 
 __all__ = [
+    "FEATURE_MEMORY_MINUTES",
     "FEATURE_NAMES",
     "FEATURE_SET_NAME",
     "FEATURE_VERSION",

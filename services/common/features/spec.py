@@ -8,13 +8,14 @@ Everything a model depends on is declared here or in :mod:`.kernel`, and both ar
     >>> FEATURE_NAMES[:3]
     ('rv_5m', 'rv_15m', 'rv_30m')
     >>> WARMUP_MINUTES, HISTORY_MINUTES
-    (10080, 10140)
+    (8064, 10140)
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
 FEATURE_SET_NAME = "rv60"
@@ -45,9 +46,12 @@ MIN_COVERAGE = 0.8
 LONG_HAR_HOURS = HAR_HOURS[-1]
 LOOKBACK_MINUTES = max(*RV_WINDOWS, *RETURN_LAGS, VOLUME_BASELINE, EMA_LOOKBACK) + 1
 """Minute slots a row needs before it (the oldest return needs the close before its window)."""
-WARMUP_MINUTES = LONG_HAR_HOURS * HOUR_MINUTES
-"""A row is warm once this many minutes of history precede it: every window is then covered."""
-HISTORY_MINUTES = WARMUP_MINUTES + HOUR_MINUTES
+WARMUP_MINUTES = math.ceil(MIN_COVERAGE * LONG_HAR_HOURS * HOUR_MINUTES)
+"""A row is warm once this many minutes of history precede it: every window then meets
+``MIN_COVERAGE``, the same rule that defines a window with gaps, so each feature is defined.
+Until a stream has run a whole week, the 168 h component is the mean over the hours it has
+(at least 80 % of them), exactly as for a week with an outage."""
+HISTORY_MINUTES = LONG_HAR_HOURS * HOUR_MINUTES + HOUR_MINUTES
 """Replay this many minutes of candles into a fresh state to rebuild it exactly (and warm)."""
 
 
@@ -68,6 +72,30 @@ def _names() -> tuple[str, ...]:
 
 FEATURE_NAMES: tuple[str, ...] = _names()
 """Column order used by models."""
+
+
+def _memory() -> dict[str, int]:
+    memory = {f"{p}rv_{w}m": w for w in RV_WINDOWS for p in ("", "l")}
+    memory |= {f"{p}har_{h}h": h * HOUR_MINUTES for h in HAR_HOURS for p in ("", "l")}
+    memory |= {f"{p}{e}_{w}m": w for w in RANGE_WINDOWS for e in ("pk", "gk") for p in ("", "l")}
+    memory |= {f"ret_{w}m": w for w in RETURN_LAGS}
+    memory |= {"lqv_60m": VOLUME_WINDOW, "qv_ratio_24h": VOLUME_BASELINE}
+    memory |= {"qv_z_24h": VOLUME_BASELINE, f"rsi_{RSI_PERIOD}": RSI_PERIOD, "macd": MACD_SLOW}
+    memory |= {"macd_signal": MACD_SLOW + MACD_SIGNAL, "macd_hist": MACD_SLOW + MACD_SIGNAL}
+    memory |= {"hod_sin": 1440, "hod_cos": 1440, "dow_sin": 7 * 1440, "dow_cos": 7 * 1440}
+    return {n: memory[n] for n in FEATURE_NAMES}
+
+
+FEATURE_MEMORY_MINUTES: dict[str, int] = _memory()
+"""How many minutes each feature summarises (its window, lag, period or calendar cycle).
+
+Consecutive values of a feature overlap for about this long, so a sample of a few of its
+memories holds few independent values: drift monitoring uses it to judge which features a
+window can assess.
+
+    >>> FEATURE_MEMORY_MINUTES["rv_60m"], FEATURE_MEMORY_MINUTES["har_168h"]
+    (60, 10080)
+"""
 
 
 def _spec() -> dict[str, object]:

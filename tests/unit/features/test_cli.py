@@ -67,7 +67,8 @@ def test_cryptocompare_json_and_json_lines(tmp_path, shared_data):
     assert result.exit_code == 0, result.output
     out = pd.read_parquet(out_path)
     rows = json.loads(source.read_text())["Data"]["Data"]
-    assert len(out) == len(rows) and not out["warm"].any() and set(out["symbol"]) == {"XBT"}
+    assert len(out) == len(rows) and set(out["symbol"]) == {"XBT"}
+    assert out["warm"].sum() == len(rows) - WARMUP_MINUTES  # --include-cold kept the warm-up
     lines = tmp_path / "c.jsonl"
     lines.write_text(
         "".join(json.dumps({"value": {**r, "symbol": "ETH"}}) + "\n" for r in rows[:500])

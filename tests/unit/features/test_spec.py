@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -24,7 +25,23 @@ def test_names_are_unique_and_cover_the_minimum_set():
     required = {"rv_5m", "rv_1440m", "har_168h", "pk_240m", "gk_15m", "ret_1440m", "lqv_60m"}
     required |= {"qv_ratio_24h", "qv_z_24h", "rsi_14", "macd", "hod_sin", "dow_cos", "lrv_60m"}
     assert required <= set(FEATURE_NAMES)
-    assert HISTORY_MINUTES >= WARMUP_MINUTES == 168 * 60
+    assert HISTORY_MINUTES == 168 * 60 + 60 > WARMUP_MINUTES == math.ceil(0.8 * 168 * 60)
+
+
+def test_warm_means_every_feature_is_defined_on_a_stream_that_just_started(shared_data):
+    """The March 2020 crash week is all the history there is: warm rows must come out of it."""
+    doc = json.loads(
+        (shared_data / "cryptocompare/cc_histominute_BTCUSDT_2020-03-09_7d.json").read_bytes()
+    )
+    week = pd.DataFrame(doc["Data"]["Data"])[
+        ["time", "open", "high", "low", "close", "volumefrom", "volumeto"]
+    ]
+    out = featurize_many(week)
+    warm = out[out["warm"]]
+    assert len(warm) == len(week) - WARMUP_MINUTES > 0
+    assert not warm[list(FEATURE_NAMES)].isna().any().any()  # every feature defined once warm
+    # before, the weekly component is undefined (its 80 % need varies with the hour's phase)
+    assert out["har_168h"].iloc[: WARMUP_MINUTES - 60].isna().all()
 
 
 def test_version_changes_with_any_definition(monkeypatch):

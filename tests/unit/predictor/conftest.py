@@ -77,7 +77,7 @@ def train_bundle(df: pd.DataFrame, version: str = "1", trees: int = 40) -> Model
 
 @pytest.fixture(scope="session")
 def calm_candles() -> pd.DataFrame:
-    """Nine calm days of summer 2023 (the first two warm up the week-long features)."""
+    """Nine calm days of summer 2023 (the first 5.6 are the features' warm-up)."""
     return candles("2023-08-01", 9)
 
 

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from services.common.features import FEATURE_NAMES
+from services.common.features import FEATURE_NAMES, WARMUP_MINUTES
 from services.predictor.core import RawRecord, feature_matrix, process, score
 
 
@@ -15,7 +15,7 @@ def records(vecs: list, topic: str = "features") -> list[RawRecord]:
 
 
 def test_warm_vectors_are_scored_cold_counted(calm_features, bundle, to_vectors) -> None:
-    vecs = to_vectors(calm_features.iloc[10000:10200])  # straddles the end of the warm-up
+    vecs = to_vectors(calm_features.iloc[WARMUP_MINUTES - 100 : WARMUP_MINUTES + 100])
     warm = [v for v in vecs if v.warm]
     assert 0 < len(warm) < len(vecs)
     out = process(records(vecs), bundle, None)
