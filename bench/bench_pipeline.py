@@ -34,7 +34,7 @@ from bench.common import figure, save
 from bench.harness import TWO_YEARS, Pipeline, read_topic, write_slice
 from bench.rss import PeakRss, by_service
 from services.common import kafka
-from services.common.features import HISTORY_MINUTES
+from services.common.features import WARMUP_MINUTES
 from services.common.mlflow_local import MlflowServer
 from services.common.schemas import Prediction
 from services.common.topics import FEATURES, PREDICTIONS
@@ -158,7 +158,7 @@ def throughput(
     )
     warm = got.features - got.cold
     if not warm:
-        print(f"  no warm vector: a slice needs {HISTORY_MINUTES / 1440:.1f}+ days", flush=True)
+        print(f"  no warm vector: a slice needs {WARMUP_MINUTES / 1440:.1f}+ days", flush=True)
     if complete:
         figures.append(
             figure("  predictions out (warm vectors)", got.predictions, "", f"== {warm:,}")
