@@ -2,8 +2,10 @@
 
 - consumers: small session timeouts (Tansu joins take half of it), ``fetch_max_wait_ms`` of a few
   ms (the default adds ~0.1 s a hop), manual commits after outputs are acknowledged;
-- producers: ``acks=all``, a short linger and large batches; never await sends one by one, gather
-  their futures per micro-batch (:func:`send_batch`);
+- producers: ``acks=all``, no linger and large batches; never await sends one by one, gather
+  their futures per micro-batch (:func:`send_batch`). A micro-batch's records are all queued
+  before the sender task runs, so they batch without a linger, and a linger would add its whole
+  length to every hop's latency (record batches built with ``create_batch`` linger too);
 - topics: created up front, idempotently, with explicit partition counts.
 """
 
@@ -30,7 +32,7 @@ log = logging.getLogger(__name__)
 CONSUMER_DEFAULTS: dict[str, Any] = {
     "session_timeout_ms": 6000,
     "heartbeat_interval_ms": 1000,
-    "fetch_max_wait_ms": 10,
+    "fetch_max_wait_ms": 5,
     "max_poll_records": 5000,
     "enable_auto_commit": False,
     "auto_offset_reset": "earliest",
@@ -39,7 +41,7 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
 
 PRODUCER_DEFAULTS: dict[str, Any] = {
     "acks": "all",
-    "linger_ms": 5,
+    "linger_ms": 0,  # no linger: see the module docstring
     "max_batch_size": 262_144,
     "max_request_size": 8_388_608,
     "enable_idempotence": False,  # not supported by Tansu; outputs are deduplicated by key

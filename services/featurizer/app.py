@@ -1,7 +1,8 @@
 """The streaming featurizer's I/O shell: a faust-streaming app over ``ticks.clean``.
 
-One agent reads micro-batches (``stream.take_events``), rebuilds the state of partitions it has
-not seen (or that moved on elsewhere) from the log, computes features with :mod:`.core`,
+One agent reads adaptive micro-batches (:func:`.batching.take_until_idle`), rebuilds the state
+of partitions it has not seen (or that moved on elsewhere) from the log, computes features with
+:mod:`.core`,
 publishes FeatureVectors and dead letters with one gathered send, waits for the broker's acks,
 and only then commits the input offsets itself. The source topic has Faust's acks disabled, so
 Faust's own periodic commit never runs ahead of a flush (the prototype's lost candle). Any
@@ -25,6 +26,7 @@ from services.common import kafka
 from services.common.settings import Settings
 from services.common.topics import FEATURES, TICKS_CLEAN, TICKS_DLQ
 from services.featurizer import metrics, transport
+from services.featurizer.batching import take_until_idle
 from services.featurizer.committer import Committer
 from services.featurizer.core import Featurizer, Outcome, Record, encode_vector
 from services.featurizer.history import read_partition
@@ -212,8 +214,11 @@ def build(settings: Settings, fs: FeaturizerSettings, engine: Featurizer | None 
     async def featurize(stream: faust.StreamT) -> None:
         await handler.start()
         try:
-            async for events in stream.take_events(  # type: ignore[attr-defined]
-                fs.featurizer_batch_size, within=fs.featurizer_batch_within_s
+            async for events in take_until_idle(
+                stream,
+                fs.featurizer_batch_size,
+                within=fs.featurizer_batch_within_s,
+                linger=fs.featurizer_batch_linger_s,
             ):
                 await handler.handle([_record(e) for e in events])
         except Exception as exc:

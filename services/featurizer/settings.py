@@ -20,12 +20,15 @@ class FeaturizerSettings(BaseSettings):
     featurizer_worker_id: str = "0"
     """``FEATURIZER_WORKER_ID``: names this worker in logs and in its Kafka client id."""
     featurizer_batch_size: int = Field(default=2000, ge=1)
-    """``FEATURIZER_BATCH_SIZE``: candles per micro-batch (``stream.take_events``)."""
+    """``FEATURIZER_BATCH_SIZE``: most candles per micro-batch (:mod:`.batching`)."""
+    featurizer_batch_linger_s: float = Field(default=0.003, ge=0)
+    """``FEATURIZER_BATCH_LINGER_S``: a micro-batch is handed out once no candle arrived for
+    this long. Live, a candle waits about this; under a backlog candles arrive back to back, so
+    batches still fill up to the size or the window and amortise the kernel's per-call cost."""
     featurizer_batch_within_s: float = Field(default=0.2, gt=0)
-    """``FEATURIZER_BATCH_WITHIN_S``: longest wait to fill a micro-batch. A live candle waits
-    0.1 s on average; under a backlog batches grow to ~1000 and amortise the kernel's per-call
-    cost (0.05 s gives batches of ~100 and 2.4x less throughput, measured)."""
-    featurizer_fetch_max_wait_ms: int = Field(default=10, ge=0)
+    """``FEATURIZER_BATCH_WITHIN_S``: longest time a micro-batch stays open after its first
+    candle, when candles keep trickling in faster than the linger."""
+    featurizer_fetch_max_wait_ms: int = Field(default=5, ge=0)
     """``FEATURIZER_FETCH_MAX_WAIT_MS``: Faust's consumer fetch wait (Faust hard-codes 1500)."""
     featurizer_session_timeout_s: float = Field(default=10.0, ge=6.0)
     """``FEATURIZER_SESSION_TIMEOUT_S``: group session timeout (Tansu joins take half of it)."""

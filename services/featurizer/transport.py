@@ -23,7 +23,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 SCHEME = "volstream"
-DEFAULT_FETCH_MAX_WAIT_MS = 10
+DEFAULT_FETCH_MAX_WAIT_MS = 5
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):

@@ -1,0 +1,128 @@
+"""Adaptive micro-batches from a Faust stream: "take until idle".
+
+Faust's ``Stream.take_events(max_, within)`` yields when the buffer holds ``max_`` events or when
+``within`` has passed, so at a steady trickle every event waits for the whole window (a live
+candle waited 0.1 s on average with ``within=0.2``). A small ``within`` fixes that but cuts
+batches short under a backlog, where the featurizer's per-call cost then dominates (0.05 s gave
+2.4x less throughput).
+
+:func:`take_until_idle` yields a batch as soon as one of these holds:
+
+- it holds ``max_`` events (as Faust);
+- no new event has arrived for ``linger`` seconds: the stream went idle;
+- ``within`` seconds have passed since the batch's *first* event (a bound under a slow drip).
+
+Under a backlog Faust delivers events back to back, so batches still grow to ``max_``; live, an
+event waits about ``linger``.
+
+Acks follow Faust's ``take_events`` (the buffering processor, passive consumption and manual
+acks are the same mechanism), with one stricter rule: a batch's events are acked only once the
+consumer asks for the next batch, i.e. after the body of its ``async for`` finished without
+raising. A batch whose processing raised (or a loop left with ``break``) is never acked, so on a
+topic with acks enabled its offsets are not committed past. The featurizer disables acks on its
+source and commits itself, after its outputs are acked (see :mod:`.app`); either way delivery is
+at least once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from faust.types import EventT, StreamT
+from mode.utils.futures import notify
+
+
+async def _take_until_idle(
+    stream: Any, max_: int, within: float, linger: float
+) -> AsyncGenerator[list[EventT], None]:
+    events: list[EventT] = []
+    first_at = last_at = 0.0
+    arrived = asyncio.Event()  # the buffer holds at least one event
+    full = asyncio.Event()  # the buffer holds max_ events
+    consumed = asyncio.Event()  # a full buffer was handed out: the processor may go on
+    consuming: asyncio.Future[None] | None = None  # set while a batch is with the consumer
+    clock = time.monotonic
+
+    async def add_to_buffer(value: Any) -> Any:
+        nonlocal consuming, first_at, last_at
+        try:
+            if consuming is not None:
+                try:
+                    await consuming
+                finally:
+                    consuming = None
+            event = stream.current_event
+            if event is None:
+                raise RuntimeError("take_until_idle found current_event is None")
+            events.append(event)
+            last_at = clock()
+            if len(events) == 1:
+                first_at = last_at
+                arrived.set()
+            if len(events) >= max_:
+                full.set()
+                consumed.clear()
+                await stream.wait(consumed)  # never more than max_ events in a batch
+        except asyncio.CancelledError:  # pragma: no cover
+            raise
+        except Exception as exc:
+            stream.log.exception("Error adding to take buffer: %r", exc)
+            await stream.crash(exc)
+        return value
+
+    def due() -> float:
+        """Seconds until the open batch must be yielded (<= 0: now)."""
+        return min(first_at + within, last_at + linger) - clock()
+
+    def release() -> None:
+        """Let the buffering processor go on (after a batch, or when closing)."""
+        notify(consuming)
+        full.clear()
+        consumed.set()
+
+    stream_enable_acks: bool = stream.enable_acks
+    stream.enable_acks = False  # acked here, only after the consumer processed the batch
+    stream.add_processor(add_to_buffer)
+    stream._enable_passive(aiter(stream.channel))
+    try:
+        while not stream.should_stop:
+            if not events:
+                await stream.wait_for_stopped(arrived, timeout=within)
+                continue
+            wait = due()
+            if wait > 0 and not full.is_set():
+                await stream.wait_for_stopped(full, timeout=wait)
+                continue
+            consuming = asyncio.get_running_loop().create_future()
+            batch = list(events)
+            yield batch  # raises GeneratorExit here (no acks) if the consumer stops early
+            del events[: len(batch)]
+            arrived.clear()
+            for event in batch:
+                await stream.ack(event)
+            release()
+    finally:
+        release()
+        stream.enable_acks = stream_enable_acks
+        stream._processors.remove(add_to_buffer)
+
+
+def take_until_idle(
+    stream: StreamT, max_: int, within: float, linger: float
+) -> AsyncGenerator[list[EventT], None]:
+    """Batches of up to ``max_`` events from ``stream``: yielded once it holds ``max_``, or the
+    stream was idle for ``linger`` s, or ``within`` s passed since its first event.
+
+    Use in place of ``stream.take_events(max_, within)``; events are acked after the body of
+    the ``async for`` that received them completed.
+    """
+    if max_ < 1 or within <= 0 or linger < 0:
+        raise ValueError(f"need max_ >= 1, within > 0, linger >= 0: {max_=} {within=} {linger=}")
+    agen = _take_until_idle(stream, max_, within, linger)
+    active = getattr(stream, "_active_agens", None)
+    if active is not None:  # Stream.on_stop closes buffering generators left open (as Faust's)
+        active.add(agen)
+    return agen
