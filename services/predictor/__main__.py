@@ -1,4 +1,12 @@
-"""``python -m services.predictor``: the REST API and the stream scorer in one process."""
+"""``python -m services.predictor``: the REST API and the stream scorer in one process.
+
+Memory: the process serves XGBoost *Booster* objects only, but ``import xgboost`` imports
+scikit-learn whenever it is installed (for its sklearn-style estimators), and scikit-learn
+imports scipy.stats: about 60 MB of resident memory the predictor never uses. ``main`` marks
+scikit-learn as absent before xgboost is first imported (lazily, with the first model load), so
+xgboost takes the path it takes when scikit-learn is not installed; the Booster API is the same.
+See ``docs/api.md``, Memory.
+"""
 
 from __future__ import annotations
 
@@ -46,7 +54,20 @@ async def serve() -> int:
     return 1 if service.failure else 0
 
 
+#: Installed modules the predictor never needs but would import anyway (see the module doc).
+UNUSED_MODULES = ("sklearn",)
+
+
+def skip_unused_modules() -> None:
+    """Make ``import`` of :data:`UNUSED_MODULES` raise ImportError in this process, as if they
+    were not installed (a ``None`` entry in ``sys.modules``). No effect on one already imported.
+    """
+    for name in UNUSED_MODULES:
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+
+
 def main() -> None:
+    skip_unused_modules()
     sys.exit(uvloop.run(serve()))
 
 

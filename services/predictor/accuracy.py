@@ -14,6 +14,7 @@ import math
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from services.common.schemas import Prediction
 
@@ -140,16 +141,63 @@ class RollingAccuracy:
         return math.sqrt(sum(self._se) / len(self._se)) if self._se else math.nan
 
 
+class Adwin:
+    """river's ``drift.ADWIN`` with its defaults, on the same engine, without importing
+    ``river.drift``: that package imports all of river's detectors, datasets and stream readers
+    (scipy.stats, SQLAlchemy, narwhals), about 70 MB of resident memory for one detector. The
+    engine is river's Rust ``AdaptiveWindowing`` (``river._river_rust``, light to import), which
+    ``river.drift.ADWIN`` wraps exactly like this: a new window after each detection. A river
+    without that module gets its own ``ADWIN`` as is. (A test checks both give the same drifts.)
+
+    >>> import random
+    >>> rng = random.Random(12345)
+    >>> adwin = Adwin()
+    >>> for i, x in enumerate(rng.choices([0, 1], k=1000) + rng.choices(range(4, 8), k=1000)):
+    ...     adwin.update(x)
+    ...     if adwin.drift_detected:
+    ...         print(f"change at {i}")
+    change at 1023
+    """
+
+    def __init__(self) -> None:
+        try:
+            from river._river_rust.drift import AdaptiveWindowing
+        except ImportError:  # river < 0.23: its own ADWIN, whatever it imports
+            from river.drift import ADWIN
+
+            self._river: Any = ADWIN()
+            self._new: Any = None
+        else:
+            self._river = None
+            self._new = AdaptiveWindowing
+        self.drift_detected = False
+        self._window = self._fresh()
+
+    def _fresh(self) -> Any:
+        """A new window with ``river.drift.ADWIN``'s defaults."""
+        if self._new is None:
+            return None
+        return self._new(delta=0.002, clock=32, max_buckets=5, min_window_length=5, grace_period=10)
+
+    def update(self, x: float) -> None:
+        """Add one value; ``drift_detected`` tells whether it completed a change."""
+        if self._river is not None:
+            self._river.update(x)
+            self.drift_detected = bool(self._river.drift_detected)
+            return
+        if self.drift_detected:
+            self._window = self._fresh()
+        self.drift_detected = bool(self._window.update(x))
+
+
 class LiveAccuracy:
     """Per-role rolling accuracy plus ADWIN on the champion's absolute log error."""
 
     def __init__(self, horizon_minutes: int = 60, window: int = 1440) -> None:
-        from river.drift import ADWIN
-
         self.joiner = RealizedJoiner(horizon_minutes)
         self.window = window
         self.roles: dict[str, RollingAccuracy] = {}
-        self._adwin = ADWIN()
+        self._adwin = Adwin()
 
     def observe(self, resolved: Iterable[Resolved]) -> int:
         """Fold resolved predictions in; returns how many concept drifts ADWIN detected."""

@@ -102,19 +102,23 @@ class StreamWorker:
         result = await asyncio.to_thread(
             process, records, models.champion.bundle, challenger, self.psettings.horizon_minutes
         )
+        encoded = [p.to_bytes() for p in result.predictions]  # once: Kafka and the ring
         await kafka.send_batch(
-            producer, PREDICTIONS, [(p.symbol.encode(), p.to_bytes()) for p in result.predictions]
+            producer,
+            PREDICTIONS,
+            [(p.symbol.encode(), b) for p, b in zip(result.predictions, encoded, strict=True)],
         )
         await kafka.send_batch(
             producer, TICKS_DLQ, [((d.key or "").encode(), d.to_bytes()) for d in result.dead]
         )
         await consumer.commit()
-        self._observe(result, models)
+        self._observe(result, models, encoded)
         return len(records)
 
-    def _observe(self, result: BatchResult, models: ModelSet) -> None:
+    def _observe(self, result: BatchResult, models: ModelSet, encoded: list[bytes]) -> None:
         m = self.metrics
-        champ = [p for p in result.predictions if p.role == "champion"]
+        champ_i = [i for i, p in enumerate(result.predictions) if p.role == "champion"]
+        champ = [result.predictions[i] for i in champ_i]
         m.vectors.labels("scored").inc(len(champ))
         m.vectors.labels("cold").inc(result.cold)
         m.vectors.labels("dead").inc(len(result.dead))
@@ -124,7 +128,7 @@ class StreamWorker:
         if not result.predictions:
             return
         m.prediction_latency.labels("stream").observe(result.scoring_s)
-        self.ring.extend(champ)
+        self.ring.extend(champ, [encoded[i] for i in champ_i])
         observe_predictions(m, result.predictions)
         if models.champion is not None and result.matrix is not None:
             observe_drift(m, models, result, self.psettings)

@@ -67,8 +67,8 @@ async def window(
 ) -> Response:
     """Recent champion predictions from the in-memory ring, oldest first: the first ``limit``
     at or after ``since``, or the newest ``limit`` without it."""
-    preds = service.ring.query(symbol, since, limit)
-    items = b",".join(p.to_bytes() for p in preds)
+    preds = service.ring.query_json(symbol, since, limit)
+    items = b",".join(preds)
     head = f'{{"symbol":"{symbol}","count":{len(preds)},"predictions":['.encode()
     return Response(head + items + b"]}", media_type=JSON)
 
