@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -79,6 +80,7 @@ def make_app(settings: Settings, fs: FeaturizerSettings) -> FeaturizerApp:
         web_port=fs.featurizer_web_port or 6066,
         web_bind="127.0.0.1",
         producer_acks=-1,
+        Monitor=transport.QuietMonitor,
     )
     app.fetch_max_wait_ms = fs.featurizer_fetch_max_wait_ms
     return app
@@ -185,8 +187,8 @@ class StreamFeaturizer:
     def _observe(self, out: Outcome, n: int, seconds: float) -> None:
         metrics.PROCESSING_SECONDS.observe(seconds)
         metrics.BATCH_CANDLES.observe(n)
-        for v in out.features:
-            metrics.FEATURES_EMITTED.labels(v.symbol).inc()
+        for symbol, k in Counter(v.symbol for v in out.features).items():
+            metrics.FEATURES_EMITTED.labels(symbol).inc(k)
         for symbol, k in out.late.items():
             metrics.LATE_CANDLES.labels(symbol).inc(k)
         for symbol, k in out.replayed.items():
@@ -202,10 +204,7 @@ def build(settings: Settings, fs: FeaturizerSettings, engine: Featurizer | None 
     handler = StreamFeaturizer(app, settings, engine or new_engine())
     source = app.topic(
         TICKS_CLEAN,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
+        schema=transport.RawSchema(),
         acks=False,
         partitions=settings.topic_partitions,
     )

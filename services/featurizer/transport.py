@@ -18,9 +18,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiokafka
+from faust.sensors import Monitor
+from faust.serializers import Schema
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP
+from faust.types import TP, AppT, EventT, Message
 
 SCHEME = "volstream"
 DEFAULT_FETCH_MAX_WAIT_MS = 5
@@ -98,6 +100,49 @@ class Transport(faust_aiokafka.Transport):
     """The aiokafka transport with :class:`Consumer`."""
 
     Consumer = Consumer
+
+
+class RawSchema(Schema):
+    """Keys and values as the raw bytes received, without Faust's codec machinery.
+
+    Equivalent to ``key_type=bytes, value_type=bytes`` with the ``raw`` serializers, at a
+    fraction of the cost: the generic decode looks up codecs and app settings for every message
+    (10 % of the featurizer's CPU in a profiled replay). The featurizer reads ``event.message``
+    anyway.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(key_type=bytes, value_type=bytes, key_serializer="raw",
+                         value_serializer="raw")  # fmt: skip
+
+    def compile(self, app: AppT, **_: Any) -> Any:
+        event_type: Any = app.conf.Event  # resolved once, not per message
+
+        async def decode(message: Message, *, propagate: bool = False) -> EventT:
+            return event_type(app, message.key, message.value, message.headers, message)
+
+        return decode
+
+
+class QuietMonitor(Monitor):
+    """Faust's Monitor without its per-message and per-event bookkeeping (counters and timings
+    for the web stats page, 2.5 % of the featurizer's CPU in a profiled replay). Commits,
+    rebalances and sends are still monitored; the featurizer's own Prometheus metrics are
+    unaffected."""
+
+    def on_message_in(self, tp: TP, offset: int, message: Message) -> None:
+        return None
+
+    def on_stream_event_in(self, tp: TP, offset: int, stream: Any, event: EventT) -> None:
+        return None
+
+    def on_stream_event_out(
+        self, tp: TP, offset: int, stream: Any, event: EventT, state: Any = None
+    ) -> None:
+        return None
+
+    def on_message_out(self, tp: TP, offset: int, message: Message) -> None:
+        return None
 
 
 def register() -> str:

@@ -171,3 +171,14 @@ def test_fast_encoding_equals_the_schema_encoding() -> None:
     for v in vectors:
         assert encode_vector(v) == v.to_bytes()
         assert FeatureVector.from_bytes(encode_vector(v)) == FeatureVector.from_bytes(v.to_bytes())
+
+
+def test_fast_construction_equals_model_construct() -> None:
+    vectors = engine().process(records(0, "BTC", [1, 2, 3, 4])).features
+    for v in vectors:
+        slow = FeatureVector.model_construct(**v.__dict__)
+        assert type(v) is FeatureVector and v == slow
+        assert v.model_fields_set == slow.model_fields_set
+        assert v.model_dump() == slow.model_dump() and v.to_bytes() == slow.to_bytes()
+        assert v.__pydantic_extra__ is None and v.__pydantic_private__ is None
+        assert v.model_copy(update={"warm": True}).warm is True

@@ -69,3 +69,18 @@ async def test_committer_never_commits_past_a_failed_send() -> None:
     assert [str(e) for e in errors] == ["broker refused"]
     with pytest.raises(RuntimeError):
         await c.close()
+
+
+async def test_raw_schema_and_quiet_monitor() -> None:
+    """The source topic's events carry the message's raw bytes; the Monitor skips per-event work."""
+    from faust.types import Message
+
+    from services.featurizer.transport import QuietMonitor, RawSchema
+
+    app = build(Settings(), FeaturizerSettings())
+    assert isinstance(app.monitor, QuietMonitor)
+    decode = RawSchema().compile(app)
+    for key, value in ((b"BTC", b'{"a":1}'), (None, None)):
+        msg = Message("ticks.clean", 0, 7, 0.0, 0, [], key, value, None)
+        event = await decode(msg)
+        assert (event.key, event.value, event.message) == (key, value, msg)
