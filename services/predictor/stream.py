@@ -5,18 +5,31 @@ No model yet: **wait-then-score**. The loop does not join the ``predictor`` grou
 champion is loaded, so nothing is consumed and no vector is lost: the features wait in Kafka
 (retained for a week) and are scored from the group's committed offsets once a model arrives.
 Offsets are committed only after every prediction and dead letter of a micro-batch is acked.
+
+**Publish and move on.** Live traffic is 1-3 vectors every ~10 ms, so whatever the loop does
+after scoring delays the next candle. A batch's predictions are queued on the producer and the
+loop goes back to ``getmany``: a background :class:`~services.common.committer.Committer` awaits
+the acks batch after batch, in order, and commits the positions reached (coalesced), so a
+position is committed only once every output below it is durable (at-least-once; the producer
+keeps one request in flight per broker, so keyed output stays in order). The bookkeeping (drift
+window and PSI, live accuracy, prediction metrics) is folded in every :data:`BOOKKEEPING_S`,
+over all the batches since, instead of once per batch; the ring (``GET /predictions``) is fed
+at once. Before partitions are revoked, the in-flight batches are acked and committed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+import numpy as np
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from services.common import kafka
+from services.common.committer import Committer
 from services.common.schemas import Candle, ModelEvent, Prediction
 from services.common.settings import Settings
 from services.common.topics import FEATURES, MODEL_EVENTS, PREDICTIONS, TICKS_CLEAN, TICKS_DLQ
@@ -29,15 +42,26 @@ from services.predictor.settings import PredictorSettings
 
 log = logging.getLogger(__name__)
 
+#: Seconds between two folds of the drift/accuracy bookkeeping (after the first batch since).
+BOOKKEEPING_S = 0.05
+#: Batches up to this many records are scored on the event loop: the thread hop costs more.
+INLINE_MAX = 64
+#: Unacked micro-batches at most; then the loop waits for acks (back-pressure).
+MAX_IN_FLIGHT = 8
+
 
 class _Assignment(ConsumerRebalanceListener):
-    """Tracks whether the group has handed us partitions (part of readiness)."""
+    """Tracks whether the group has handed us partitions (part of readiness); before a
+    revocation, waits for ``before_revoke`` (the in-flight batches' acks and commits)."""
 
     def __init__(self) -> None:
         self.joined = False
         self.partitions: set[Any] = set()
+        self.before_revoke: Callable[[], Awaitable[None]] | None = None
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
+        if self.before_revoke is not None:
+            await self.before_revoke()
         self.partitions -= set(revoked)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
@@ -55,6 +79,11 @@ def records_of(batch: dict[Any, list[Any]]) -> list[RawRecord]:
     ]
 
 
+def next_positions(batch: dict[Any, list[Any]]) -> dict[int, int]:
+    """The position to commit per partition once a getmany result is handled (last offset + 1)."""
+    return {tp.partition: recs[-1].offset + 1 for tp, recs in batch.items() if recs}
+
+
 class StreamWorker:
     """Consumes feature vectors, scores them, publishes predictions and dead letters."""
 
@@ -70,6 +99,10 @@ class StreamWorker:
         self.settings, self.psettings = settings, psettings
         self.holder, self.ring, self.accuracy, self.metrics = holder, ring, accuracy, metrics
         self.assignment = _Assignment()
+        self.committer: Committer | None = None
+        self._backlog: list[tuple[BatchResult, ModelSet]] = []
+        self._wake = asyncio.Event()
+        self._failure: BaseException | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Wait for a champion, then score until ``stop`` is set."""
@@ -81,58 +114,125 @@ class StreamWorker:
         )
         consumer.subscribe([FEATURES], listener=self.assignment)
         await producer.start()
-        await consumer.start()
+        try:
+            await consumer.start()
+            try:
+                await self.serve(consumer, producer, stop)
+            finally:
+                self.assignment.joined = False
+                await consumer.stop()
+        finally:
+            await producer.stop()
+
+    async def serve(
+        self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, stop: asyncio.Event
+    ) -> None:
+        """The loop on started clients; on stop, flushes: acks, commits, bookkeeping."""
+        self.start_committer(consumer)
+        bookkeeper = asyncio.create_task(self._bookkeeper(), name="predictor-bookkeeping")
         try:
             while not stop.is_set():
                 await self.step(consumer, producer)
         finally:
-            self.assignment.joined = False
-            await consumer.stop()
-            await producer.stop()
+            try:
+                await self.stop_committer()
+            finally:
+                bookkeeper.cancel()
+                self.fold()
+
+    def start_committer(self, consumer: AIOKafkaConsumer) -> None:
+        async def commit(positions: Mapping[int, int]) -> None:
+            offsets = {TopicPartition(FEATURES, p): o for p, o in positions.items()}
+            try:
+                await consumer.commit(offsets)
+            except (CommitFailedError, IllegalStateError) as exc:  # the partitions moved on
+                log.warning("commit refused (rebalance): replayed", extra={"error": str(exc)})
+
+        self._failure = None
+        self.committer = Committer(
+            commit, MAX_IN_FLIGHT, on_error=self._fail, name="predictor-committer"
+        )
+        self.committer.start()
+        self.assignment.before_revoke = self.committer.drain
+
+    async def stop_committer(self) -> None:
+        committer, self.committer = self.committer, None
+        self.assignment.before_revoke = None
+        if committer is not None:
+            await committer.close()
+
+    def _fail(self, exc: BaseException) -> None:
+        self._failure = exc
 
     async def step(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> int:
-        """One micro-batch: fetch, score, publish, commit. Returns the records handled."""
-        batch = await consumer.getmany(timeout_ms=200, max_records=self.psettings.batch_max)
+        """One micro-batch: fetch, score, queue the outputs and their commit. Returns the
+        records handled. Raises a failed send or commit of an earlier batch."""
+        if self._failure is not None:
+            raise self._failure
+        assert self.committer is not None, "start_committer() first"
+        batch = await consumer.getmany(timeout_ms=100, max_records=self.psettings.batch_max)
         records = records_of(batch)
         if not records:
             return 0
         models = self.holder.models  # one snapshot for the whole batch
         assert models.champion is not None  # run() waits for it
         challenger = models.challenger.bundle if models.challenger else None
-        result = await asyncio.to_thread(
-            process, records, models.champion.bundle, challenger, self.psettings.horizon_minutes
-        )
+        args = (records, models.champion.bundle, challenger, self.psettings.horizon_minutes)
+        if len(records) <= INLINE_MAX:
+            result = process(*args)
+        else:
+            result = await asyncio.to_thread(process, *args)
         encoded = [p.to_bytes() for p in result.predictions]  # once: Kafka and the ring
-        await kafka.send_batch(
-            producer,
-            PREDICTIONS,
-            [(p.symbol.encode(), b) for p, b in zip(result.predictions, encoded, strict=True)],
-        )
-        await kafka.send_batch(
-            producer, TICKS_DLQ, [((d.key or "").encode(), d.to_bytes()) for d in result.dead]
-        )
-        await consumer.commit()
-        self._observe(result, models, encoded)
+        futures = [
+            await producer.send(PREDICTIONS, value=b, key=p.symbol.encode())
+            for p, b in zip(result.predictions, encoded, strict=True)
+        ] + [
+            await producer.send(TICKS_DLQ, value=d.to_bytes(), key=(d.key or "").encode())
+            for d in result.dead
+        ]
+        await self.committer.submit(futures, next_positions(batch))
+        champ = [i for i, p in enumerate(result.predictions) if p.role == "champion"]
+        self.ring.extend([result.predictions[i] for i in champ], [encoded[i] for i in champ])
+        self._backlog.append((result, models))
+        self._wake.set()
         return len(records)
 
-    def _observe(self, result: BatchResult, models: ModelSet, encoded: list[bytes]) -> None:
-        m = self.metrics
-        champ_i = [i for i, p in enumerate(result.predictions) if p.role == "champion"]
-        champ = [result.predictions[i] for i in champ_i]
-        m.vectors.labels("scored").inc(len(champ))
-        m.vectors.labels("cold").inc(result.cold)
-        m.vectors.labels("dead").inc(len(result.dead))
-        for d in result.dead:
-            m.dead_letters.labels(d.reasons[0].code).inc()
-            log.warning("dead letter", extra=_dead_extra(d))
-        if not result.predictions:
+    async def _bookkeeper(self) -> None:
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(BOOKKEEPING_S)
+            self._wake.clear()
+            self.fold()
+
+    def fold(self) -> None:
+        """Metrics, drift and live accuracy of every batch since the last fold, at once."""
+        backlog, self._backlog = self._backlog, []
+        if not backlog:
             return
-        m.prediction_latency.labels("stream").observe(result.scoring_s)
-        self.ring.extend(champ, [encoded[i] for i in champ_i])
-        observe_predictions(m, result.predictions)
-        if models.champion is not None and result.matrix is not None:
-            observe_drift(m, models, result, self.psettings)
-        observe_accuracy(m, self.accuracy, self.accuracy.joiner.add_predictions(result.predictions))
+        m = self.metrics
+        preds: list[Prediction] = []
+        by_champion: dict[int, tuple[ModelSet, list[np.ndarray]]] = {}
+        for result, models in backlog:
+            m.vectors.labels("scored").inc(sum(p.role == "champion" for p in result.predictions))
+            m.vectors.labels("cold").inc(result.cold)
+            m.vectors.labels("dead").inc(len(result.dead))
+            for d in result.dead:
+                m.dead_letters.labels(d.reasons[0].code).inc()
+                log.warning("dead letter", extra=_dead_extra(d))
+            if not result.predictions:
+                continue
+            m.prediction_latency.labels("stream").observe(result.scoring_s)
+            preds.extend(result.predictions)
+            if models.champion is not None and result.matrix is not None:
+                key = id(models.champion)
+                by_champion.setdefault(key, (models, []))[1].append(result.matrix)
+        if not preds:
+            return
+        observe_predictions(m, preds)
+        for models, matrices in by_champion.values():
+            merged = BatchResult(matrix=np.vstack(matrices))
+            observe_drift(m, models, merged, self.psettings)
+        observe_accuracy(m, self.accuracy, self.accuracy.joiner.add_predictions(preds))
 
 
 def _dead_extra(d: Any) -> dict[str, Any]:
