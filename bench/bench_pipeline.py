@@ -20,6 +20,7 @@ import asyncio
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,12 +60,20 @@ def watch(pipe: Pipeline) -> PeakRss:
     return PeakRss(lambda: {name: proc.pid for name, proc in pipe.procs.items()})
 
 
-async def wait_for(pipe: Pipeline, topic: str, count: int, timeout_s: float) -> list[bytes]:
-    """Poll ``topic`` until it holds ``count`` records (or time runs out)."""
+async def wait_for(
+    pipe: Pipeline,
+    topic: str,
+    count: int,
+    timeout_s: float,
+    keep: Callable[[bytes], bool] = lambda _: True,
+) -> list[bytes]:
+    """Poll ``topic`` until it holds ``count`` records that ``keep`` accepts (or time runs
+    out); returns those records."""
     deadline = time.monotonic() + timeout_s
     values: list[bytes] = []
     while time.monotonic() < deadline:
-        values = [r.value for r in await read_topic(pipe.settings, topic, idle_s=1.0)]
+        records = await read_topic(pipe.settings, topic, idle_s=1.0)
+        values = [r.value for r in records if keep(r.value)]
         if len(values) >= count:
             break
         await asyncio.sleep(2)
@@ -191,9 +200,18 @@ def latency(
                 f"steady-{s}", "ingest", "replay", "--file", str(steady), "--symbol", s,
                 "--speed", f"{speed:g}",
             )  # fmt: skip
+
+        # the warm-up week is scored too (warm after 5.6 days): wait for the steady window's own
+        def steady_only(v: bytes) -> bool:
+            return Prediction.from_bytes(v).time >= t0
+
         preds = asyncio.run(
             wait_for(
-                pipe, "predictions", n_steady * len(SYMBOLS) // 2, timeout_s=n_steady / 33 + 120
+                pipe,
+                "predictions",
+                n_steady * len(SYMBOLS),
+                timeout_s=n_steady / 33 + 120,
+                keep=steady_only,
             )
         )
     _merge(rss, peaks)
