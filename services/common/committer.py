@@ -1,14 +1,14 @@
 """Commit input offsets only after the outputs they produced are acknowledged, without waiting.
 
-Shared by the featurizer and the predictor (``services.featurizer.committer`` re-exports it).
-A stage hands each published micro-batch (its send futures and the input positions it
-covers) to a :class:`Committer` and goes on with the next batch; a background task awaits the
-acks batch after batch, in order, and commits the positions reached, coalesced. So a position is
-committed only once every output of every record below it is durable, and the broker round trips
-overlap the next batch's computation. A failed send is fatal: the next :meth:`Committer.submit`
-(or :meth:`Committer.drain`, :meth:`Committer.close`) re-raises it, ``on_error`` is called as
-soon as it happens, and the worker restarts from the last committed position. Positions are
-per partition of the one input topic (the next offset to read, as Kafka commits them).
+Shared by the featurizer and the predictor. A stage hands each published micro-batch (its send
+futures and the input positions it covers) to a :class:`Committer` and goes on with the next batch;
+a background task awaits the acks batch after batch, in order, and commits the positions reached,
+coalesced. So a position is committed only once every output of every record below it is durable,
+and the broker round trips overlap the next batch's computation. A failed send is fatal: the next
+:meth:`Committer.submit` (or :meth:`Committer.drain`, :meth:`Committer.close`) re-raises it,
+``on_error`` is called as soon as it happens, and the worker restarts from the last committed
+position. Positions are per partition of the one input topic (the next offset to read, as Kafka
+commits them).
 
     >>> import asyncio
     >>> async def demo():

@@ -168,3 +168,20 @@ async def send_batch_packed(
     if futures:
         await asyncio.gather(*futures)
     return sum(len(items) for items in by_partition.values())
+
+
+async def publish(
+    topic: str,
+    records: Iterable[tuple[bytes | None, bytes]],
+    settings: Settings | None = None,
+) -> int:
+    """One-shot: start a producer, :func:`send_batch_packed` ``records``, stop it.
+
+    For tools and tests that publish once (a DLQ replay, a fixture); services keep a producer.
+    """
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        return await send_batch_packed(producer, topic, records)
+    finally:
+        await producer.stop()

@@ -24,11 +24,11 @@ from aiokafka import AIOKafkaProducer
 from faust.types import TP
 
 from services.common import kafka
+from services.common.committer import Committer
 from services.common.settings import Settings
 from services.common.topics import FEATURES, TICKS_CLEAN, TICKS_DLQ
 from services.featurizer import metrics, transport
 from services.featurizer.batching import take_until_idle
-from services.featurizer.committer import Committer
 from services.featurizer.core import Featurizer, Outcome, Record, encode_vector
 from services.featurizer.history import read_partition
 from services.featurizer.publish import send_keyed

@@ -83,12 +83,7 @@ async def replay_letters(
         records, skipped = dlq.replay_records(letters, codes or None)
         if dry_run:
             return len(records), skipped
-        producer = kafka.make_producer(settings)
-        await producer.start()
-        try:
-            await kafka.send_batch(producer, TICKS_RAW, records)
-        finally:
-            await producer.stop()
+        await kafka.publish(TICKS_RAW, records, settings)
         if positions:
             await consumer.commit(positions)
     finally:

@@ -40,7 +40,7 @@ from monitoring.panels import PANELS
 from monitoring.promapi import PromClient
 from services.cli.main import app
 from services.common.broker import free_port
-from services.common.kafka import make_producer, send_batch
+from services.common.kafka import publish
 from services.common.schemas import RawBatch
 from services.common.topics import TICKS_RAW
 
@@ -146,12 +146,7 @@ async def publish_bad_batch(pipe: Pipeline) -> None:
         fetched_at=time.time(),
         candles=rows,
     )
-    producer = make_producer(pipe.settings)
-    await producer.start()
-    try:
-        await send_batch(producer, TICKS_RAW, [(b"SOL", batch.to_bytes())])
-    finally:
-        await producer.stop()
+    await publish(TICKS_RAW, [(b"SOL", batch.to_bytes())], pipe.settings)
 
 
 def missing_data(prom: PromClient) -> list[str]:

@@ -298,12 +298,7 @@ async def test_marks_scan_back_past_other_symbols(settings: Settings) -> None:
 
     records = [rec(other, T + 60 * i, 50.0 + i) for i in range(5)]
     records += [rec("BTC", T + 60 * i, 100.0) for i in range(100)]
-    producer = kafka.make_producer(settings)
-    await producer.start()
-    try:
-        await kafka.send_batch_packed(producer, TICKS_CLEAN, records)
-    finally:
-        await producer.stop()
+    await kafka.publish(TICKS_CLEAN, records, settings)
     reader = kafka.make_consumer(group_id=None, settings=settings)
     await reader.start()
     try:

@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Mapping
-
-import pytest
-
 from services.common.settings import Settings
 from services.featurizer.app import build, internal_topics
-from services.featurizer.committer import Committer
 from services.featurizer.settings import FeaturizerSettings
 from services.featurizer.transport import Consumer, Transport
 
@@ -26,49 +20,6 @@ async def test_volstream_transport_sets_the_fetch_wait() -> None:
     assert app.conf.processing_guarantee.value == "at_least_once"
     assert app.conf.broker_session_timeout == 10.0
     assert internal_topics(fs) == [("volstream-featurizer-__assignor-__leader", 1)]
-
-
-async def test_committer_commits_in_order_and_coalesces() -> None:
-    committed: list[dict[int, int]] = []
-
-    async def commit(offsets: Mapping[int, int]) -> None:
-        committed.append(dict(offsets))
-
-    c = Committer(commit, max_in_flight=8)
-    c.start()
-    loop = asyncio.get_running_loop()
-    acks = [loop.create_future() for _ in range(3)]
-    for i, fut in enumerate(acks):
-        await c.submit([fut], {i % 2: 100 * (i + 1)})
-    for fut in reversed(acks):
-        fut.set_result(None)
-    await c.close()
-    assert committed[-1] == {0: 300, 1: 200}
-    assert c.committed == {0: 300, 1: 200}
-
-
-async def test_committer_never_commits_past_a_failed_send() -> None:
-    committed: list[dict[int, int]] = []
-    errors: list[BaseException] = []
-
-    async def commit(offsets: Mapping[int, int]) -> None:
-        committed.append(dict(offsets))
-
-    c = Committer(commit, max_in_flight=1, on_error=errors.append)
-    c.start()
-    loop = asyncio.get_running_loop()
-    ok, bad = loop.create_future(), loop.create_future()
-    await c.submit([ok], {0: 10})
-    ok.set_result(None)
-    await asyncio.sleep(0.01)
-    await c.submit([bad], {0: 20})
-    bad.set_exception(RuntimeError("broker refused"))
-    with pytest.raises(RuntimeError, match="broker refused"):
-        await c.submit([], {0: 30})
-    assert committed == [{0: 10}]
-    assert [str(e) for e in errors] == ["broker refused"]
-    with pytest.raises(RuntimeError):
-        await c.close()
 
 
 async def test_raw_schema_and_quiet_monitor() -> None:

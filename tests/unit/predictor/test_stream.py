@@ -3,30 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 
 import pytest
 from aiokafka import TopicPartition
 
 from services.common import kafka
-from services.common.committer import Committer
 from services.common.schemas import Prediction
 from services.common.settings import Settings
 from services.common.topics import FEATURES, PREDICTIONS
 from services.predictor.app import build_service
 from services.predictor.settings import PredictorSettings
-from services.predictor.stream import StreamWorker, _Assignment
+from services.predictor.stream import StreamWorker
 
 
 async def _produce(settings: Settings, vecs: list) -> None:
-    producer = kafka.make_producer(settings)
-    await producer.start()
-    try:
-        await kafka.send_batch(
-            producer, FEATURES, [(v.symbol.encode(), v.to_bytes()) for v in vecs]
-        )
-    finally:
-        await producer.stop()
+    await kafka.publish(FEATURES, [(v.symbol.encode(), v.to_bytes()) for v in vecs], settings)
 
 
 async def _read(settings: Settings, topic: str, count: int, timeout_s: float = 20.0) -> list:
@@ -128,24 +119,3 @@ async def test_step_returns_before_the_acks_and_a_failed_send_stops_the_next_ste
     finally:
         await consumer.stop()
         await producer.stop()
-
-
-async def test_revocation_waits_for_the_in_flight_batches() -> None:
-    committed: list[dict[int, int]] = []
-
-    async def commit(offsets: Mapping[int, int]) -> None:
-        committed.append(dict(offsets))
-
-    c = Committer(commit, max_in_flight=4)
-    c.start()
-    listener = _Assignment()
-    listener.before_revoke = c.drain
-    ack = asyncio.get_running_loop().create_future()
-    await c.submit([ack], {1: 7})
-    revoke = asyncio.create_task(listener.on_partitions_revoked(set()))
-    await asyncio.sleep(0.05)
-    assert not revoke.done() and committed == []
-    ack.set_result(None)
-    await asyncio.wait_for(revoke, 2)
-    assert committed == [{1: 7}]
-    await c.close()

@@ -1,0 +1,69 @@
+"""The ack-then-commit pipeline shared by the featurizer and the predictor, without a broker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+import pytest
+
+from services.common.committer import Committer
+from services.predictor.stream import _Assignment
+
+
+def recording(max_in_flight: int, **kw: object) -> tuple[Committer, list[dict[int, int]]]:
+    """A started Committer whose commits are appended to the returned list."""
+    committed: list[dict[int, int]] = []
+
+    async def commit(offsets: Mapping[int, int]) -> None:
+        committed.append(dict(offsets))
+
+    c = Committer(commit, max_in_flight=max_in_flight, **kw)  # type: ignore[arg-type]
+    c.start()
+    return c, committed
+
+
+async def test_committer_commits_in_order_and_coalesces() -> None:
+    c, committed = recording(8)
+    loop = asyncio.get_running_loop()
+    acks = [loop.create_future() for _ in range(3)]
+    for i, fut in enumerate(acks):
+        await c.submit([fut], {i % 2: 100 * (i + 1)})
+    for fut in reversed(acks):
+        fut.set_result(None)
+    await c.close()
+    assert committed[-1] == {0: 300, 1: 200}
+    assert c.committed == {0: 300, 1: 200}
+
+
+async def test_committer_never_commits_past_a_failed_send() -> None:
+    errors: list[BaseException] = []
+    c, committed = recording(1, on_error=errors.append)
+    loop = asyncio.get_running_loop()
+    ok, bad = loop.create_future(), loop.create_future()
+    await c.submit([ok], {0: 10})
+    ok.set_result(None)
+    await asyncio.sleep(0.01)
+    await c.submit([bad], {0: 20})
+    bad.set_exception(RuntimeError("broker refused"))
+    with pytest.raises(RuntimeError, match="broker refused"):
+        await c.submit([], {0: 30})
+    assert committed == [{0: 10}]
+    assert [str(e) for e in errors] == ["broker refused"]
+    with pytest.raises(RuntimeError):
+        await c.close()
+
+
+async def test_revocation_waits_for_the_in_flight_batches() -> None:
+    c, committed = recording(4)
+    listener = _Assignment()
+    listener.before_revoke = c.drain
+    ack = asyncio.get_running_loop().create_future()
+    await c.submit([ack], {1: 7})
+    revoke = asyncio.create_task(listener.on_partitions_revoked(set()))
+    await asyncio.sleep(0.05)
+    assert not revoke.done() and committed == []
+    ack.set_result(None)
+    await asyncio.wait_for(revoke, 2)
+    assert committed == [{1: 7}]
+    await c.close()
