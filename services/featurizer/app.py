@@ -31,7 +31,6 @@ from services.featurizer import metrics, transport
 from services.featurizer.batching import take_until_idle
 from services.featurizer.core import Featurizer, Outcome, Record, encode_vector
 from services.featurizer.history import read_partition
-from services.featurizer.publish import send_keyed
 from services.featurizer.settings import FeaturizerSettings
 
 log = logging.getLogger(__name__)
@@ -167,7 +166,7 @@ class StreamFeaturizer:
         """Send the batch's outputs without waiting for acks; returns their futures."""
         assert self.producer is not None, "start() first"
         keyed = [(v.symbol.encode(), encode_vector(v)) for v in out.features]
-        futures = await send_keyed(self.producer, FEATURES, keyed)
+        futures = await kafka.queue_packed(self.producer, FEATURES, keyed)
         for d in out.dead:
             key = (d.symbol or "").encode() or None
             futures.append(await self.producer.send(TICKS_DLQ, d.to_bytes(), key))

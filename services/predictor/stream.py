@@ -183,13 +183,10 @@ class StreamWorker:
         else:
             result = await asyncio.to_thread(process, *args)
         encoded = [p.to_bytes() for p in result.predictions]  # once: Kafka and the ring
-        futures = [
-            await producer.send(PREDICTIONS, value=b, key=p.symbol.encode())
-            for p, b in zip(result.predictions, encoded, strict=True)
-        ] + [
-            await producer.send(TICKS_DLQ, value=d.to_bytes(), key=(d.key or "").encode())
-            for d in result.dead
-        ]
+        keyed = [(p.symbol.encode(), b) for p, b in zip(result.predictions, encoded, strict=True)]
+        dead = [((d.key or "").encode(), d.to_bytes()) for d in result.dead]
+        futures = await kafka.queue_packed(producer, PREDICTIONS, keyed)
+        futures += await kafka.queue_packed(producer, TICKS_DLQ, dead)
         await self.committer.submit(futures, next_positions(batch))
         champ = [i for i, p in enumerate(result.predictions) if p.role == "champion"]
         self.ring.extend([result.predictions[i] for i in champ], [encoded[i] for i in champ])

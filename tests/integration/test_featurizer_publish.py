@@ -9,21 +9,22 @@ import pytest
 from services.common import kafka
 from services.common.settings import Settings
 from services.common.topics import FEATURES
-from services.featurizer.publish import send_keyed
 
 pytestmark = pytest.mark.integration
 
 KEYS = [k.encode() for k in ("BTC", "ETH", "SOL", "XRP", "ADA", "DOGE", "BNB", "LTC", "DOT")]
 
 
-async def test_send_keyed_matches_the_default_partitioner(settings: Settings) -> None:
+async def test_queue_packed_matches_the_default_partitioner(settings: Settings) -> None:
     await kafka.ensure_topics(settings)
     producer = kafka.make_producer(settings)
     await producer.start()
     try:
         for k in KEYS:
             await (await producer.send(FEATURES, b"one", k))
-        await asyncio.gather(*await send_keyed(producer, FEATURES, [(k, b"batched") for k in KEYS]))
+        await asyncio.gather(
+            *await kafka.queue_packed(producer, FEATURES, [(k, b"batched") for k in KEYS])
+        )
     finally:
         await producer.stop()
     consumer = kafka.make_consumer(FEATURES, group_id=None, settings=settings)
