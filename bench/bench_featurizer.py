@@ -20,8 +20,8 @@ from typing import Any
 import orjson
 
 from bench.common import figure, save
+from devstack.broker import EmbeddedBroker, free_port
 from services.common import kafka
-from services.common.broker import EmbeddedBroker, free_port
 from services.common.features import FEATURE_NAMES, featurize_many
 from services.common.settings import Settings
 from services.featurizer.app import internal_topics

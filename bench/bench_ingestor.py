@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import figure, save
-from services.common.broker import EmbeddedBroker, free_port
+from devstack.broker import EmbeddedBroker, free_port
 from services.common.settings import Settings
 from services.ingestor.app import run
 from services.ingestor.core import encode_batches

@@ -34,9 +34,9 @@ from bench.ceilings import chain_latency, chain_topics, raw_rates
 from bench.common import figure, save
 from bench.harness import TWO_YEARS, Pipeline, read_topic, write_slice
 from bench.rss import PeakRss, by_service
+from devstack.mlflow_local import MlflowServer
 from services.common import kafka
 from services.common.features import WARMUP_MINUTES
-from services.common.mlflow_local import MlflowServer
 from services.common.schemas import Prediction
 from services.common.topics import FEATURES, PREDICTIONS
 

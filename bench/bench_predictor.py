@@ -23,8 +23,8 @@ from typing import Any
 import httpx
 
 from bench.common import figure, save
-from services.common.broker import free_port
-from services.common.procs import stop_process_group
+from devstack.broker import free_port
+from devstack.procs import stop_process_group
 
 CONCURRENCY = 32
 DURATION_S = 8

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import figure, save
-from services.common.mlflow_local import MlflowServer
+from devstack.mlflow_local import MlflowServer
 from services.common.settings import get_settings
 
 DATA = get_settings().shared_data_dir / "btcusdt_1m_2023-2024.parquet"

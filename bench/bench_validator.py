@@ -20,8 +20,8 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from bench.common import figure, save
+from devstack.broker import EmbeddedBroker, free_port
 from services.common import kafka
-from services.common.broker import EmbeddedBroker, free_port
 from services.common.schemas import RawBatch
 from services.common.settings import Settings, get_settings
 from services.common.topics import TICKS_CLEAN, TICKS_RAW

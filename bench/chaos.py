@@ -28,7 +28,7 @@ import orjson
 import pandas as pd
 
 from bench.harness import GROUPS, Pipeline, Record, committed, read_topic, true_ends, write_slice
-from services.common.mlflow_local import MlflowServer
+from devstack.mlflow_local import MlflowServer
 from services.common.schemas import Candle, DeadLetter, FeatureVector, Prediction, RawBatch
 from services.common.topics import FEATURES, PREDICTIONS, TICKS_CLEAN, TICKS_DLQ, TICKS_RAW
 

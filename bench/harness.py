@@ -20,8 +20,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from aiokafka.structs import TopicPartition
 
+from devstack.broker import EmbeddedBroker, free_port
 from services.common import kafka
-from services.common.broker import EmbeddedBroker, free_port
 from services.common.settings import Settings
 
 #: Consumer groups of the stream services, for lag checks.
@@ -112,7 +112,7 @@ class Pipeline:
         return self.start(name, [sys.executable, "-m", f"services.{name}"], **env)
 
     def volstream(self, name: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
-        return self.start(name, [sys.executable, "-m", "services.cli.main", *args], **env)
+        return self.start(name, [sys.executable, "-m", "devstack.cli", *args], **env)
 
     def train_champion(self, data: Path, timeout_s: float = 900) -> None:
         """Train on ``data`` and make sure a champion exists: when the gate refused the model

@@ -3,7 +3,7 @@
 - :mod:`monitoring.alerts` defines the recording rules, the alerts and their thresholds (once);
   :mod:`monitoring.targets` the scrape jobs; :mod:`monitoring.panels` the dashboard panels.
 - :mod:`monitoring.generate` renders the Prometheus rules and configs and the Grafana dashboards.
-- :mod:`monitoring.lag_exporter` exports Kafka consumer-group lag; :mod:`monitoring.webhook_sink`
+- :mod:`services.lag_exporter` exports Kafka consumer-group lag; :mod:`monitoring.webhook_sink`
   records Alertmanager's notifications; :mod:`monitoring.report` is ``volstream report``.
 - :mod:`monitoring.local` runs Prometheus, Alertmanager and the sink on free ports (tests).
 

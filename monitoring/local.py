@@ -16,11 +16,11 @@ from typing import Any
 
 import httpx
 
+from devstack.broker import free_port
+from devstack.procs import stop_process_group
 from monitoring import render
 from monitoring.alerts import Alert
-from services.common.broker import free_port
 from services.common.errors import VolstreamError
-from services.common.procs import stop_process_group
 
 ALERTMANAGER_CONFIG = Path(__file__).resolve().parent / "alertmanager" / "alertmanager.yml"
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from services.common.broker import EmbeddedBroker, free_port
-from services.common.mlflow_local import MlflowServer
+from devstack.broker import EmbeddedBroker, free_port
+from devstack.mlflow_local import MlflowServer
 from services.common.settings import REPO_ROOT, Settings
 
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"

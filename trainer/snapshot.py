@@ -4,7 +4,7 @@ This is the I/O shell of the retraining DAG's first two steps (:func:`run_snapsh
 :func:`run_gate`); the checks themselves are pure, in :mod:`trainer.quality`.
 
 The lake is hive-partitioned, ``DATA_DIR/lake/candles/symbol=SYM/date=YYYY-MM-DD/*.parquet``, and
-read and written through :mod:`services.featurizer.lake` (the archiver's module). A snapshot
+read and written through :mod:`services.common.lake` (the archiver's module). A snapshot
 freezes ``[start, end)`` for one symbol into a file in the shared candle layout (``time`` int64
 unix seconds, then ``open high low close volumefrom volumeto``, sorted by time), so the quality
 gate, DVC and the trainer all see the same bytes.
@@ -82,7 +82,7 @@ def drop_replays(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
 
 def read_window(data_dir: Path, symbol: str, start: int, end: int) -> pd.DataFrame:
     """The lake's candles of one symbol in ``[start, end)``, sorted by time (unchecked)."""
-    from services.featurizer.lake import lake_root, read_lake
+    from services.common.lake import lake_root, read_lake
 
     if not lake_root(data_dir).is_dir():
         raise SnapshotError(f"no candle lake at {lake_root(data_dir)}")
@@ -115,7 +115,7 @@ def seed_lake(candles: pd.DataFrame, data_dir: Path, symbol: str) -> int:
 
     Returns how many rows were new.
     """
-    from services.featurizer.lake import write_candles as write_lake
+    from services.common.lake import write_candles as write_lake
 
     rows = zip(*(candles[c].tolist() for c in CANDLE_FIELDS), strict=True)
     fields = (dict(zip(CANDLE_FIELDS, row, strict=True)) for row in rows)

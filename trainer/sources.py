@@ -56,8 +56,8 @@ def read_lake(
     data_dir: Path, symbol: str, start: str | None = None, end: str | None = None
 ) -> pd.DataFrame:
     """Candles of ``symbol`` from the lake, ``start <= time < end`` (dates), via the archiver's
-    own reader (:func:`services.featurizer.lake.read_lake`)."""
-    from services.featurizer.lake import read_lake as lake_reader
+    own reader (:func:`services.common.lake.read_lake`)."""
+    from services.common.lake import read_lake as lake_reader
 
     df = lake_reader(Path(data_dir), symbol, start, end)
     if df.empty:

@@ -27,8 +27,8 @@ def lake_read(
     output: Annotated[Path | None, typer.Option(help="write the candles to this Parquet")] = None,
 ) -> None:
     """Summarise (or export) the lake's candles of a symbol in [start, end)."""
+    from services.common.lake import read_lake
     from services.common.settings import get_settings
-    from services.featurizer.lake import read_lake
 
     frame = read_lake(get_settings().data_dir, symbol.upper(), _moment(start), _moment(end))
     if output is not None:

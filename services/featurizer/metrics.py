@@ -31,6 +31,3 @@ STATE_PARTITIONS = Gauge("featurizer_state_partitions", "Partitions whose state 
 REBUILDS = Counter(
     "featurizer_state_rebuilds_total", "Partition states rebuilt from ticks.clean history"
 )
-ARCHIVED_CANDLES = Counter(
-    "lake_candles_written_total", "Candles written to the Parquet lake", ["symbol"]
-)

@@ -7,7 +7,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class FeaturizerSettings(BaseSettings):
-    """Settings of the streaming featurizer and the lake archiver. Frozen: read once."""
+    """Settings of the streaming featurizer. Frozen: read once."""
 
     model_config = SettingsConfigDict(env_file=None, frozen=True, extra="ignore")
 
@@ -32,9 +32,3 @@ class FeaturizerSettings(BaseSettings):
     """``FEATURIZER_FETCH_MAX_WAIT_MS``: Faust's consumer fetch wait (Faust hard-codes 1500)."""
     featurizer_session_timeout_s: float = Field(default=10.0, ge=6.0)
     """``FEATURIZER_SESSION_TIMEOUT_S``: group session timeout (Tansu joins take half of it)."""
-    archiver_group_id: str = "volstream-lake"
-    """``ARCHIVER_GROUP_ID``: consumer group of the lake archiver."""
-    archiver_batch_size: int = Field(default=20_000, ge=1)
-    """``ARCHIVER_BATCH_SIZE``: most candles written per lake flush."""
-    archiver_flush_s: float = Field(default=1.0, gt=0)
-    """``ARCHIVER_FLUSH_S``: longest time candles wait in memory before a lake flush."""

@@ -4,7 +4,7 @@
 - ``python -m services.ingestor``: live polling with the environment's settings (``INGEST_MODE``,
   ``SYMBOLS``, ``POLL_INTERVAL_S``, ``CRYPTOCOMPARE_BASE_URL``, ``CRYPTOCOMPARE_API_KEY``...);
 - ``volstream ingest live|backfill --days N|replay --file PATH --speed X|max``;
-- ``python -m services.ingestor.emulator`` / ``volstream emulator``: a local CryptoCompare with
+- ``python -m devstack.emulator`` / ``volstream emulator``: a local CryptoCompare with
   real recorded data, a simulated clock and injectable faults.
 
 Modules: ``core`` (pure logic), ``client`` (HTTP + retries), ``app`` (polling, publishing,

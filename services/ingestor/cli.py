@@ -1,4 +1,4 @@
-"""``volstream ingest live|backfill|replay`` and ``volstream emulator`` (plugin of the CLI)."""
+"""``volstream ingest live|backfill|replay`` (a sub-app of the ``volstream`` CLI)."""
 
 from __future__ import annotations
 
@@ -17,11 +17,6 @@ Metrics = Annotated[int | None, typer.Option(help="metrics port (default METRICS
 
 def register(app: typer.Typer) -> None:
     app.add_typer(ingest_app, name="ingest")
-    app.command(
-        "emulator",
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-        add_help_option=False,
-    )(emulator)
 
 
 def _run(overrides: dict[str, Any], symbols: str | None = None) -> None:
@@ -82,10 +77,3 @@ def replay(
             "metrics_port": metrics_port,
         }
     )
-
-
-def emulator(ctx: typer.Context) -> None:
-    """Run the CryptoCompare emulator (options: see ``volstream emulator --help``)."""
-    from services.ingestor.emulator import main
-
-    main(list(ctx.args))

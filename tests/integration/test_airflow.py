@@ -23,12 +23,12 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from devstack.broker import EmbeddedBroker, free_port
 from services.common import kafka
-from services.common.broker import EmbeddedBroker, free_port
+from services.common.lake import FILE_NAME, day_dir
 from services.common.schemas import CANDLE_FIELDS, ModelEvent
 from services.common.settings import REPO_ROOT, Settings
 from services.common.topics import MODEL_EVENTS
-from services.featurizer.lake import FILE_NAME, day_dir
 from trainer.snapshot import seed_lake
 
 pytestmark = pytest.mark.integration

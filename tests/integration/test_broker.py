@@ -136,7 +136,7 @@ def test_volstream_tail_prints_produced(settings: Settings, service_env: dict[st
         [
             sys.executable,
             "-m",
-            "services.cli.main",
+            "devstack.cli",
             "tail",
             TICKS_CLEAN,
             "--from-beginning",

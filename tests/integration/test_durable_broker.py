@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from aiokafka.structs import TopicPartition
 
+from devstack.broker import EmbeddedBroker, free_port
+from devstack.durable import STORAGE_URL, S3Emulator, broker_env
 from services.common import kafka
-from services.common.broker import EmbeddedBroker, free_port
-from services.common.durable import STORAGE_URL, S3Emulator, broker_env
 from services.common.settings import Settings
 from services.common.topics import TICKS_CLEAN
 

@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 
 from services.common import kafka
+from services.common.lake import read_lake
 from services.common.schemas import CANDLE_FIELDS
 from services.common.settings import REPO_ROOT, Settings
-from services.featurizer.lake import read_lake
 from services.featurizer.replay import load_candles, produce, to_candles
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -34,7 +34,7 @@ async def test_archiver_writes_each_candle_once_despite_replays(
     log_path = tmp_path / "archiver.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "services.featurizer.archiver"],
+            [sys.executable, "-m", "services.archiver"],
             env=service_env,
             cwd=REPO_ROOT,
             stdout=log,

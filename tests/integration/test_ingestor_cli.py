@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.common.broker import free_port
+from devstack.broker import free_port
 from services.common.settings import Settings
 from tests.integration.test_ingestor_support import (
     emulator,
@@ -55,7 +55,7 @@ def test_backfill_cli_against_the_emulator(
         emu.call("POST", "/_emulator/faults", json={"probabilities": {"http_500": 1.0}})
         failing = {**env, "RETRY_ATTEMPTS": "2", "RETRY_INITIAL_S": "0.01"}
         out = subprocess.run(
-            [sys.executable, "-m", "services.cli.main", "ingest", "backfill", "--symbols", "BTC"],
+            [sys.executable, "-m", "devstack.cli", "ingest", "backfill", "--symbols", "BTC"],
             env=failing,
             capture_output=True,
             text=True,

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from devstack.emulator_core import FAULT_KINDS
 from services.common.settings import Settings
-from services.ingestor.emulator_core import FAULT_KINDS
 from tests.integration.test_ingestor_support import (
     EmulatorProc,
     checkpoint,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from devstack.broker import free_port, port_open
 from services.common import kafka
-from services.common.broker import free_port, port_open
 from services.common.schemas import RawBatch
 from services.common.settings import Settings
 from services.common.topics import TICKS_RAW
@@ -44,9 +44,9 @@ def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
 
 
 def volstream(*args: str, env: dict[str, str], timeout: float = 300) -> str:
-    """Run ``volstream ARGS`` (as ``python -m services.cli.main``); assert success; its stdout."""
+    """Run ``volstream ARGS`` (as ``python -m devstack.cli``); assert success; its stdout."""
     out = subprocess.run(
-        [sys.executable, "-m", "services.cli.main", *args],
+        [sys.executable, "-m", "devstack.cli", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -57,13 +57,13 @@ def volstream(*args: str, env: dict[str, str], timeout: float = 300) -> str:
 
 
 class EmulatorProc:
-    """``python -m services.ingestor.emulator`` on a free port."""
+    """``python -m devstack.emulator`` on a free port."""
 
     def __init__(self, tmp: Path, env: dict[str, str], *args: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = spawn(
-            ["services.ingestor.emulator", "--port", str(self.port), *args], env, tmp / "emu.log"
+            ["devstack.emulator", "--port", str(self.port), *args], env, tmp / "emu.log"
         )
         deadline = time.monotonic() + 60
         while not port_open("127.0.0.1", self.port):

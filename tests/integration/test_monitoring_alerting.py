@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from devstack.broker import free_port
 from monitoring.alerts import ALERTS_BY_NAME
 from monitoring.local import MonitoringStack
 from monitoring.promapi import PromClient
-from services.common.broker import free_port
 
 pytestmark = [
     pytest.mark.integration,

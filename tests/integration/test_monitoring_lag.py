@@ -13,7 +13,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.common.broker import free_port
+from devstack.broker import free_port
 from services.common.kafka import ensure_topics, make_consumer, make_producer, send_batch
 from services.common.settings import Settings
 from services.common.topics import FEATURES, TICKS_CLEAN
@@ -66,7 +66,7 @@ async def test_exporter_reports_exact_lag(settings: Settings, service_env: dict,
     env = {**service_env, "METRICS_PORT": str(port), "LAG_POLL_INTERVAL_S": "0.5"}
     log = open(tmp_path / "lag.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "monitoring.lag_exporter"],
+        [sys.executable, "-m", "services.lag_exporter"],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -34,12 +34,12 @@ import pytest
 from typer.testing import CliRunner
 
 from bench.harness import Pipeline, write_slice
+from devstack.broker import free_port
+from devstack.cli import app
 from monitoring.alerts import ALERTS, ALERTS_BY_NAME, RECORDINGS
 from monitoring.local import MonitoringStack
 from monitoring.panels import PANELS
 from monitoring.promapi import PromClient
-from services.cli.main import app
-from services.common.broker import free_port
 from services.common.kafka import publish
 from services.common.schemas import RawBatch
 from services.common.topics import TICKS_RAW
@@ -109,7 +109,7 @@ def start_services(pipe: Pipeline, ports: dict[str, int], emulator_port: int) ->
     py = sys.executable
     pipe.start(
         "emulator",
-        [py, "-m", "services.ingestor.emulator", "--port", str(emulator_port), "--dataset",
+        [py, "-m", "devstack.emulator", "--port", str(emulator_port), "--dataset",
          f"ETH={CALM_WEEK_JSON}", "--faults", "http_500=0.3", "--seed", "3"],
     )  # fmt: skip
     pipe.service(
@@ -126,7 +126,7 @@ def start_services(pipe: Pipeline, ports: dict[str, int], emulator_port: int) ->
     pipe.service("predictor", PREDICTOR_PORT=str(ports["predictor"]), PSI_WINDOW="1440")
     pipe.start(
         "lag-exporter",
-        [py, "-m", "monitoring.lag_exporter"],
+        [py, "-m", "services.lag_exporter"],
         METRICS_PORT=str(ports["kafka-lag"]),
         LAG_POLL_INTERVAL_S="1",
     )

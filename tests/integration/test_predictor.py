@@ -21,8 +21,8 @@ import pytest
 from mlflow.store.artifact.utils.models import _parse_model_id_if_present
 from pydantic import SecretStr
 
+from devstack.broker import EmbeddedBroker, free_port
 from services.common import kafka, registry
-from services.common.broker import EmbeddedBroker, free_port
 from services.common.features import FEATURE_NAMES, FEATURE_VERSION, featurize_many
 from services.common.schemas import Candle, DeadLetter, FeatureVector, ModelEvent, Prediction
 from services.common.settings import REPO_ROOT, Settings

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from services.common.broker import free_port, port_open
+from devstack.broker import free_port, port_open
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _volstream(env: dict[str, str], *args: str, timeout: float = 60) -> str:
     out = subprocess.run(
-        [sys.executable, "-m", "services.cli.main", *args],
+        [sys.executable, "-m", "devstack.cli", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -41,7 +41,7 @@ def test_up_status_down(tmp_path: Path) -> None:
     }
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
     up = subprocess.Popen(
-        [sys.executable, "-m", "services.cli.main", "up", "--no-monitoring"],
+        [sys.executable, "-m", "devstack.cli", "up", "--no-monitoring"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

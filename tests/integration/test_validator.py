@@ -237,7 +237,7 @@ async def test_marks_come_back_from_ticks_clean(settings: Settings) -> None:
 def volstream(env: dict[str, str], *args: str) -> str:
     """Run the ``volstream`` CLI as an operator would; its stdout."""
     out = subprocess.run(
-        [sys.executable, "-m", "services.cli.main", *args],
+        [sys.executable, "-m", "devstack.cli", *args],
         env=env,
         capture_output=True,
         text=True,

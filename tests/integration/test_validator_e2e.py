@@ -17,8 +17,8 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from devstack.broker import free_port
 from services.common import kafka
-from services.common.broker import free_port
 from services.common.settings import Settings
 from services.common.topics import TICKS_CLEAN, TICKS_DLQ
 from tests.integration.test_validator import produce, read_all, real_batches

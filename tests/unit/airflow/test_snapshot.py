@@ -8,8 +8,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from services.common.lake import day_dir
 from services.common.schemas import CANDLE_FIELDS
-from services.featurizer.lake import day_dir
 from trainer.snapshot import SnapshotError, seed_lake, snapshot
 
 from .conftest import DAY, DAY0

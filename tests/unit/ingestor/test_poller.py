@@ -9,13 +9,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devstack.emulator import Emulator
+from devstack.emulator_core import Faults
 from services.ingestor.app import Poller, Publisher
 from services.ingestor.checkpoint import CheckpointStore
 from services.ingestor.client import CryptoCompareClient, RetryPolicy
-from services.ingestor.emulator import Emulator
-from services.ingestor.emulator_core import Faults
 from services.ingestor.settings import IngestorSettings
-from tests.unit.ingestor.conftest import DAY, START, Recorder, make_emulator
+from tests.unit.conftest import DAY, START, Recorder, make_emulator
 
 FIELDS = ("time", "open", "high", "low", "close", "volumefrom", "volumeto")
 

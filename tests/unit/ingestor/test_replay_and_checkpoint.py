@@ -10,7 +10,7 @@ import pytest
 from services.common.errors import ConfigError
 from services.ingestor.checkpoint import CheckpointStore
 from services.ingestor.replay import after_checkpoint, iter_slices, paced
-from tests.unit.ingestor.conftest import SHARED
+from tests.unit.conftest import SHARED
 
 
 def test_parquet_is_read_in_slices_oldest_first() -> None:

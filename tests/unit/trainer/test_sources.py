@@ -35,7 +35,7 @@ def test_reads_parquet_and_filters_a_symbol_column(tmp_path: Path):
 
 
 def test_reads_the_lake_window(tmp_path: Path, shared_data: Path):
-    from services.featurizer.lake import write_candles
+    from services.common.lake import write_candles
 
     src = read_candles(shared_data / CC_FILE).head(2 * 1440)
     write_candles(tmp_path, [Candle(symbol="BTC", **r) for r in src.to_dict("records")])

@@ -6,8 +6,8 @@ import httpx
 import orjson
 import pytest
 
-from services.ingestor.emulator import Emulator
-from tests.unit.ingestor.conftest import DAY, START, make_emulator
+from devstack.emulator import Emulator
+from tests.unit.conftest import DAY, START, make_emulator
 
 Q = {"fsym": "BTC", "tsym": "USD"}
 
@@ -137,7 +137,7 @@ async def test_faults_are_set_at_runtime_and_recorded(emulator) -> None:
 
 
 async def test_row_faults_keep_every_recorded_row(emulator) -> None:
-    from services.ingestor.emulator_core import Faults
+    from devstack.emulator_core import Faults
 
     emulator.faults = Faults({"out_of_order": 1.0, "null_fields": 1.0}, seed=3)
     rows = (await doc(emulator, **Q, limit=20))["Data"]["Data"]

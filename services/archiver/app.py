@@ -1,9 +1,10 @@
-"""``python -m services.featurizer.archiver``: archive ``ticks.clean`` into the Parquet lake.
+"""The archiver's I/O: consume ``ticks.clean`` and write the Parquet lake.
 
 A small consumer-group service beside the Faust featurizer (group ``ARCHIVER_GROUP_ID``):
 it accumulates candles for up to ``ARCHIVER_FLUSH_S`` seconds or ``ARCHIVER_BATCH_SIZE``
-candles, merges them into their day files (:mod:`.lake`, idempotent), and commits its offsets
-only after the files are replaced. A crash replays at most one flush, which the merge absorbs.
+candles, merges them into their day files (:mod:`services.common.lake`, idempotent), and
+commits its offsets only after the files are replaced. A crash replays at most one flush, which
+the merge absorbs.
 """
 
 from __future__ import annotations
@@ -14,24 +15,24 @@ import time
 
 from aiokafka import AIOKafkaConsumer
 
+from services.archiver import metrics
+from services.archiver.settings import ArchiverSettings
 from services.common import kafka
 from services.common.errors import SchemaError
+from services.common.lake import write_candles
 from services.common.logging import configure_logging
 from services.common.metrics import serve_metrics
 from services.common.schemas import Candle
 from services.common.settings import Settings, get_settings
 from services.common.topics import TICKS_CLEAN
-from services.featurizer import metrics
-from services.featurizer.lake import write_candles
-from services.featurizer.settings import FeaturizerSettings
 
 log = logging.getLogger(__name__)
 
 
-async def archive(settings: Settings, fs: FeaturizerSettings, stop: asyncio.Event) -> None:
+async def archive(settings: Settings, fs: ArchiverSettings, stop: asyncio.Event) -> None:
     """Consume, write the lake in batches, commit; returns once ``stop`` is set."""
     await kafka.ensure_topics(settings)
-    consumer = kafka.make_consumer(TICKS_CLEAN, group_id=fs.archiver_group_id, settings=settings)
+    consumer = kafka.make_consumer(TICKS_CLEAN, group_id=fs.group_id, settings=settings)
     await consumer.start()
     try:
         while not stop.is_set():
@@ -44,13 +45,13 @@ async def archive(settings: Settings, fs: FeaturizerSettings, stop: asyncio.Even
 
 
 async def _gather(
-    consumer: AIOKafkaConsumer, fs: FeaturizerSettings, stop: asyncio.Event
+    consumer: AIOKafkaConsumer, fs: ArchiverSettings, stop: asyncio.Event
 ) -> list[Candle]:
     """Candles fetched until the batch is full, the flush interval passed, or stop."""
     out: list[Candle] = []
-    deadline = time.monotonic() + fs.archiver_flush_s
-    while len(out) < fs.archiver_batch_size and time.monotonic() < deadline and not stop.is_set():
-        batch = await consumer.getmany(timeout_ms=100, max_records=fs.archiver_batch_size)
+    deadline = time.monotonic() + fs.flush_s
+    while len(out) < fs.batch_size and time.monotonic() < deadline and not stop.is_set():
+        batch = await consumer.getmany(timeout_ms=100, max_records=fs.batch_size)
         for tp, records in batch.items():
             for r in records:
                 try:
@@ -85,7 +86,7 @@ async def _flush(settings: Settings, candles: list[Candle]) -> None:
 
 
 def main() -> None:
-    settings, fs = get_settings(), FeaturizerSettings()
+    settings, fs = get_settings(), ArchiverSettings()
     configure_logging(settings.log_level, service="archiver")
     serve_metrics(fs.metrics_port)
     asyncio.run(kafka.run_until_stopped(lambda stop: archive(settings, fs, stop)))

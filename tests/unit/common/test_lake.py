@@ -8,9 +8,9 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 
+from services.common.lake import lake_root, read_lake, write_candles
 from services.common.schemas import CANDLE_FIELDS
 from services.common.settings import REPO_ROOT
-from services.featurizer.lake import lake_root, read_lake, write_candles
 from services.featurizer.replay import load_candles, to_candles
 
 DATA = REPO_ROOT.parent / "shared" / "data" / "btcusdt_1m_2023-2024.parquet"

@@ -52,7 +52,7 @@ def slice_history(source: Path, start: int, end: int, out: Path) -> int:
 
 def volstream(*args: str) -> None:
     """Run a ``volstream`` command, raising if it fails (its output goes to this job's log)."""
-    cmd = [sys.executable, "-m", "services.cli.main", *args]
+    cmd = [sys.executable, "-m", "devstack.cli", *args]
     log.info("running", extra={"cmd": " ".join(args)})
     subprocess.run(cmd, check=True)
 

@@ -22,10 +22,10 @@ from urllib.parse import urlsplit
 import httpx
 import typer
 
-from services.cli.supervisor import Layout, Program, Supervisor, running_pid, stop_pid
-from services.common import durable as durable_mode
-from services.common.broker import port_open, tansu_binary, wait_for_broker
-from services.common.mlflow_local import SERVER_ENV
+from devstack import durable as durable_mode
+from devstack.broker import port_open, tansu_binary, wait_for_broker
+from devstack.mlflow_local import SERVER_ENV
+from devstack.supervisor import Layout, Program, Supervisor, running_pid, stop_pid
 from services.common.settings import REPO_ROOT, Settings, get_settings
 
 EMULATOR_PORT = 8765
@@ -103,23 +103,23 @@ def plan(
     for svc in ("validator", "featurizer", "predictor"):
         if _exists(f"services.{svc}.__main__"):
             progs.append(Program(svc, [PY, "-m", f"services.{svc}"], env=env))
-    if _exists("services.featurizer.archiver"):
+    if _exists("services.archiver"):
         progs.append(
             Program(
                 "archiver",
-                [PY, "-m", "services.featurizer.archiver"],
-                env={**env, "METRICS_PORT": "0"},
+                [PY, "-m", "services.archiver"],
+                env=env,
             )
         )
-    if _exists("monitoring.lag_exporter"):
-        progs.append(Program("lag-exporter", [PY, "-m", "monitoring.lag_exporter"], env=env))
+    if _exists("services.lag_exporter"):
+        progs.append(Program("lag-exporter", [PY, "-m", "services.lag_exporter"], env=env))
     if monitoring:
         progs += _monitoring_programs(var)
-    if emulator and _exists("services.ingestor.emulator"):
+    if emulator and _exists("devstack.emulator"):
         progs.append(
             Program(
                 "emulator",
-                [PY, "-m", "services.ingestor.emulator", "--port", str(EMULATOR_PORT)],
+                [PY, "-m", "devstack.emulator", "--port", str(EMULATOR_PORT)],
                 env=env,
             )
         )
@@ -139,7 +139,7 @@ def plan(
             )
         )
     if demo:
-        progs.append(Program("demo", [PY, "-m", "services.cli.demo"], env=env, oneshot=True))
+        progs.append(Program("demo", [PY, "-m", "devstack.demo"], env=env, oneshot=True))
     return progs
 
 

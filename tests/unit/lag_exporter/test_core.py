@@ -5,8 +5,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitoring.lag_exporter.app import LagCollector
-from monitoring.lag_exporter.core import build_snapshot, group_lag, partitions_of, true_end
+from services.lag_exporter.app import LagCollector
+from services.lag_exporter.core import build_snapshot, group_lag, partitions_of, true_end
 
 
 def test_true_end_never_goes_below_the_reported_end() -> None:

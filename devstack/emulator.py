@@ -1,6 +1,6 @@
 """A local CryptoCompare min-api emulator serving real recorded data, with injectable faults.
 
-``python -m services.ingestor.emulator --port 8765 --speed 60 --faults http_500=0.1,duplicate=0.2``
+``python -m devstack.emulator --port 8765 --speed 60 --faults http_500=0.1,duplicate=0.2``
 (also ``volstream emulator ...``). Endpoints: ``/data/v2/histominute``, ``/data/histominute`` (v1),
 ``/data/v2/histohour``, ``/data/histohour``, plus control routes for tests and demos:
 
@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import typer
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from services.ingestor.emulator_core import (
+from devstack.emulator_core import (
     AUTH_REQUIRED,
     FAULT_KINDS,
     MINUTE,
@@ -269,6 +270,20 @@ def main(argv: list[str] | None = None) -> None:
     uvicorn.run(
         emulator.app(), host=args.host, port=args.port, log_level="warning", access_log=False
     )
+
+
+def _command(ctx: typer.Context) -> None:
+    """Run the CryptoCompare emulator (options: see ``volstream emulator --help``)."""
+    main(list(ctx.args))
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``volstream emulator`` (its options are parsed by :func:`main`)."""
+    app.command(
+        "emulator",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        add_help_option=False,
+    )(_command)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devstack.emulator import DEFAULT_FILES, Emulator, load_datasets
+from devstack.emulator_core import SimClock
 from services.common.schemas import RawBatch
 from services.ingestor.client import CryptoCompareClient, RetryPolicy
-from services.ingestor.emulator import DEFAULT_FILES, Emulator, load_datasets
-from services.ingestor.emulator_core import SimClock
 
-SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 START = 1_800_000_000  # the simulated "now" at start (a minute boundary)
 DAY = 86400
 

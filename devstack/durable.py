@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common.broker import port_open
+from devstack.broker import port_open
 from services.common.errors import BrokerError
 from services.common.settings import REPO_ROOT
 

@@ -1,4 +1,4 @@
-"""``python -m monitoring.lag_exporter``: wiring only."""
+"""``python -m services.lag_exporter``: wiring only."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from functools import partial
 
 from prometheus_client import REGISTRY
 
-from monitoring.lag_exporter.app import LagCollector, run
-from monitoring.lag_exporter.settings import LagExporterSettings
 from services.common.kafka import run_until_stopped
 from services.common.logging import configure_logging
 from services.common.metrics import serve_metrics
 from services.common.settings import get_settings
+from services.lag_exporter.app import LagCollector, run
+from services.lag_exporter.settings import LagExporterSettings
 
 
 def main() -> None:

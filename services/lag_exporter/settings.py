@@ -7,15 +7,13 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from monitoring.targets import LAG_EXPORTER_PORT
-
 
 class LagExporterSettings(BaseSettings):
     """Settings of the lag exporter. Frozen: read once."""
 
     model_config = SettingsConfigDict(env_file=None, frozen=True, extra="ignore")
 
-    metrics_port: int = Field(default=LAG_EXPORTER_PORT, ge=0)
+    metrics_port: int = Field(default=9104, ge=0)
     """``METRICS_PORT``: where ``/metrics`` is served (0 disables it, as tests do)."""
     lag_poll_interval_s: float = Field(default=5.0, gt=0)
     """``LAG_POLL_INTERVAL_S``: seconds between two reads of offsets."""

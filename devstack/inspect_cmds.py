@@ -26,7 +26,7 @@ def broker(
     port: Annotated[int | None, typer.Option(help="port (default: BROKER_PORT)")] = None,
 ) -> None:
     """Run the embedded Tansu broker in the foreground until Ctrl-C."""
-    from services.common.broker import EmbeddedBroker
+    from devstack.broker import EmbeddedBroker
 
     settings = get_settings()
     if not settings.embedded_broker:

@@ -3,7 +3,7 @@
 Committed offsets come from confluent-kafka's admin client: aiokafka's OffsetFetch response fails
 to decode against Tansu (measured), while librdkafka 2.16's works. End offsets come from an
 aiokafka consumer without a group (the project's factory) that reads each partition's last record
-batch, because Tansu's reported end offsets undercount (see :mod:`monitoring.lag_exporter.core`).
+batch, because Tansu's reported end offsets undercount (see :mod:`services.lag_exporter.core`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from monitoring.lag_exporter.core import (
+from services.common.kafka import make_consumer
+from services.common.settings import Settings
+from services.lag_exporter.core import (
     Partition,
     Snapshot,
     build_snapshot,
@@ -29,9 +31,7 @@ from monitoring.lag_exporter.core import (
     seek_offset,
     true_end,
 )
-from monitoring.lag_exporter.settings import LagExporterSettings
-from services.common.kafka import make_consumer
-from services.common.settings import Settings
+from services.lag_exporter.settings import LagExporterSettings
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import httpx
 
-from services.common.broker import free_port
-from services.common.procs import stop_process_group
+from devstack.broker import free_port
+from devstack.procs import stop_process_group
 
 #: No background job runners (7 huey workers that burn CPU while idle); volstream uses no MLflow
 #: server-side jobs.
