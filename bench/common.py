@@ -7,14 +7,18 @@ charts can put each measured value against its target.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import operator
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
 RESULTS = Path(__file__).parent / "results"
+#: Every figure with a stable id, from every benchmark: ``{"id": {value, unit, target, ceiling}}``.
+SUMMARY = "summary.json"
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
@@ -59,11 +63,19 @@ def parse_target(text: str) -> Target | None:
 
 
 def figure(
-    name: str, value: float, unit: str, target: str = "", ceiling: str = ""
+    name: str,
+    value: float,
+    unit: str,
+    target: str = "",
+    ceiling: str = "",
+    *,
+    id: str | None = None,
 ) -> dict[str, Any]:
     """Print one figure (never asserts) and return it as a record.
 
-    The record carries ``target_op``/``target_value`` when ``target`` holds a number.
+    The record carries ``target_op``/``target_value`` when ``target`` holds a number, and
+    ``id`` when the figure is one of the stable ids that :func:`save` copies into
+    ``bench/results/summary.json``.
     """
     extra = "".join(f"  [{k}: {v}]" for k, v in (("target", target), ("ceiling", ceiling)) if v)
     print(f"{name:<48} {value:>14,.3f} {unit}{extra}", flush=True)
@@ -77,11 +89,45 @@ def figure(
     parsed = parse_target(target)
     if parsed:
         record |= {"target_op": parsed.op, "target_value": parsed.value}
+    if id:
+        record["id"] = id
     return record
 
 
+def update_summary(figures: list[dict[str, Any]], results: Path | None = None) -> Path:
+    """Merge the figures that carry an ``id`` into ``summary.json`` (the newest value wins).
+
+    Other ids already in the file are kept, so each benchmark (and a benchmark run alone) adds
+    its own; the read-modify-write runs under a file lock, so two benchmarks may save at once.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> _ = update_summary([figure("a", 1.0, "s", "<= 2", id="x")], d)
+    a                                                         1.000 s  [target: <= 2]
+    >>> _ = update_summary([figure("b", 5.0, "/s", ceiling="9 /s", id="y"), {"value": 3}], d)
+    b                                                         5.000 /s  [ceiling: 9 /s]
+    >>> json.loads((d / SUMMARY).read_text())["x"]
+    {'value': 1.0, 'unit': 's', 'target': '<= 2', 'ceiling': ''}
+    >>> sorted(json.loads((d / SUMMARY).read_text()))
+    ['x', 'y']
+    """
+    results = results or RESULTS
+    results.mkdir(parents=True, exist_ok=True)
+    path = results / SUMMARY
+    with open(results / ".summary.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        doc: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+        for f in figures:
+            if f.get("id"):
+                doc[f["id"]] = {k: f.get(k, "") for k in ("value", "unit", "target", "ceiling")}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(dict(sorted(doc.items())), indent=2))
+        os.replace(tmp, path)
+    return path
+
+
 def save(name: str, figures: list[dict[str, Any]], **meta: Any) -> Path:
-    """Write ``bench/results/<name>.json``, its chart ``<name>.png`` and refresh ``summary.png``.
+    """Write ``bench/results/<name>.json``, merge its ids into ``summary.json``, draw the charts.
 
     ``meta`` is stored as is; a ``series`` entry (label -> list of samples) is drawn as
     distributions in the benchmark's chart. A chart that fails to draw is reported, not raised:
@@ -90,6 +136,7 @@ def save(name: str, figures: list[dict[str, Any]], **meta: Any) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"name": name, "figures": figures, **meta}, indent=2))
+    update_summary(figures)
     try:
         from bench import charts
 

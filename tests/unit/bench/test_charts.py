@@ -111,3 +111,17 @@ def test_summary_chart_needs_a_targeted_figure(tmp_path: Path) -> None:
 @pytest.mark.parametrize("module", [common, charts, rss])
 def test_doctests(module: object) -> None:
     assert doctest.testmod(module).failed == 0  # type: ignore[arg-type]
+
+
+def test_save_merges_stable_ids_into_summary(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    common.save("one", [figure("p50", 12.0, "ms", "<= 40", "chain 10 ms", id="latency_p50_ms")])
+    common.save(
+        "two", [figure("rate", 7.0, "/s", ">= 5", id="e2e_candles_per_s"), figure("x", 1, "")]
+    )
+    common.save("one", [figure("p50", 11.0, "ms", "<= 40", id="latency_p50_ms")])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary == {
+        "e2e_candles_per_s": {"value": 7.0, "unit": "/s", "target": ">= 5", "ceiling": ""},
+        "latency_p50_ms": {"value": 11.0, "unit": "ms", "target": "<= 40", "ceiling": ""},
+    }
