@@ -51,7 +51,7 @@ USER 10001:10001
 WORKDIR /data
 VOLUME ["/data"]
 EXPOSE 8000 9101 9102 9103
-# Probes HEALTHCHECK_URL, else the service's /metrics on METRICS_PORT (the predictor sets /health).
+# Probes HEALTHCHECK_URL, else the service's /metrics on <COMPONENT>_METRICS_PORT (the predictor sets /health).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "/app/healthcheck.py"]
 CMD ["python", "-m", "services.predictor"]

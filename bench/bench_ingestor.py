@@ -36,7 +36,7 @@ def main() -> dict[str, Any]:
         broker = EmbeddedBroker(port=free_port(), log_path=Path(tmp) / "broker.log").start()
         try:
             settings = Settings(kafka_bootstrap_servers=broker.bootstrap, data_dir=Path(tmp))
-            cfg = IngestorSettings(ingest_mode="replay", replay_file=path, metrics_port=0)
+            cfg = IngestorSettings(mode="replay", replay_file=path, metrics_port=0)
             t0 = time.perf_counter()
             sent = asyncio.run(run(settings, cfg, asyncio.Event()))
             replay_s = time.perf_counter() - t0

@@ -35,8 +35,8 @@ def train_once(root: Path, uri: str) -> tuple[dict[str, Any], float, float, floa
         "MLFLOW_TRACKING_URI": uri,
         "MODEL_NAME": f"bench-{uuid.uuid4().hex[:8]}",
         "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9",  # no broker: events are best effort
-        "DATASETS_DIR": str(repo / "data" / "datasets"),
-        "DVC_REMOTE": str(root / "remote"),
+        "TRAINER_DATASETS_DIR": str(repo / "data" / "datasets"),
+        "TRAINER_DVC_REMOTE": str(root / "remote"),
     }
     t0 = time.perf_counter()
     proc = subprocess.run(

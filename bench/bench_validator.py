@@ -63,7 +63,11 @@ async def stage_rate(settings: Settings, payloads: list[bytes]) -> dict[str, flo
     for i in range(0, len(payloads), 50):
         await kafka.send_batch(producer, TICKS_RAW, [(b"BTC", p) for p in payloads[i : i + 50]])
     await producer.stop()
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers, "METRICS_PORT": "0"}
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "VALIDATOR_METRICS_PORT": "0",
+    }
     started = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.validator"],

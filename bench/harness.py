@@ -22,7 +22,7 @@ from aiokafka.structs import TopicPartition
 
 from devstack.broker import EmbeddedBroker, free_port
 from services.common import kafka
-from services.common.settings import Settings
+from services.common.settings import Settings, metrics_off_env
 
 #: Consumer groups of the stream services, for lag checks.
 GROUPS = {"validator": "validator", "featurizer": "volstream-featurizer", "predictor": "predictor"}
@@ -76,13 +76,15 @@ class Pipeline:
             "KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap,
             "DATA_DIR": str(self.workdir / "data"),
             "VAR_DIR": str(self.workdir / "var"),
-            "METRICS_PORT": "0",
+            **metrics_off_env(),
             "FEATURIZER_WEB_PORT": "0",
             "PYTHONUNBUFFERED": "1",
             "TOPIC_PARTITIONS": str(self.partitions),
             "PREDICTOR_PORT": str(free_port()),
-            "DATASETS_DIR": str(self.workdir / "datasets"),  # keep the repo's DVC data clean
-            "DVC_ENABLED": "false",
+            "TRAINER_DATASETS_DIR": str(
+                self.workdir / "datasets"
+            ),  # keep the repo's DVC data clean
+            "TRAINER_DVC_ENABLED": "false",
         }
         if self.mlflow_uri:
             env["MLFLOW_TRACKING_URI"] = self.mlflow_uri

@@ -127,7 +127,7 @@ def plan(
             Program(
                 "ingestor",
                 [PY, "-m", "services.ingestor"],
-                env={**env, "CRYPTOCOMPARE_BASE_URL": f"http://127.0.0.1:{EMULATOR_PORT}"},
+                env={**env, "INGESTOR_CRYPTOCOMPARE_BASE_URL": f"http://127.0.0.1:{EMULATOR_PORT}"},
             )
         )
     if airflow and (REPO_ROOT / "airflow" / "standalone.sh").exists():

@@ -14,7 +14,7 @@ import pytest
 
 from devstack.broker import EmbeddedBroker, free_port
 from devstack.mlflow_local import MlflowServer
-from services.common.settings import REPO_ROOT, Settings
+from services.common.settings import REPO_ROOT, Settings, metrics_off_env
 
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 TWO_YEAR_FILE = SHARED_DATA / "btcusdt_1m_2023-2024.parquet"
@@ -59,10 +59,10 @@ def service_env(settings: Settings, tmp_path: Path) -> dict[str, str]:
         DATA_DIR=str(settings.data_dir),
         VAR_DIR=str(settings.var_dir),
         SHARED_DATA_DIR=str(SHARED_DATA),
-        METRICS_PORT="0",
         LOG_LEVEL="INFO",
         PYTHONUNBUFFERED="1",
     )
+    env.update(metrics_off_env())
     return env
 
 

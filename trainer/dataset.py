@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from services.common.features import HORIZON_MINUTES
 from trainer.settings import TrainerSettings
 from trainer.targets import (
     HAR_COLUMNS,
@@ -64,8 +65,8 @@ def point_in_time_rows(
     from services.common.features import FEATURE_NAMES, FEATURE_VERSION, featurize_many
 
     grid = minute_grid(candles)
-    base = baseline_inputs(grid, origins, lambdas, ts.horizon_minutes, ts.rv_floor)
-    base["y"] = log_rv_target(grid, origins, ts.horizon_minutes, ts.rv_floor)
+    base = baseline_inputs(grid, origins, lambdas, HORIZON_MINUTES, ts.rv_floor)
+    base["y"] = log_rv_target(grid, origins, HORIZON_MINUTES, ts.rv_floor)
     log.info("computing features", extra={"origins": len(origins)})
     feats = featurize_many(candles, at=origins.tolist())
     rows = base.merge(feats, on="time", how="inner", validate="one_to_one")
@@ -82,7 +83,7 @@ def build_dataset(
     """A dataset over every usable origin of ``candles``.
 
     With ``split``, origins are labelled train/valid/test (embargoed ones dropped); train and
-    valid may hold denser origins (``TRAIN_STEP_MINUTES``, for fitting), the test split only
+    valid may hold denser origins (``TRAINER_TRAIN_STEP_MINUTES``, for fitting), the test split only
     full hours; otherwise (evaluation)
     every full hour is an origin and ``split`` is ``"eval"``.
     """
@@ -97,7 +98,7 @@ def build_dataset(
     bounds, mode = split_bounds(
         rows["time"].to_numpy()[hourly], ts.valid_start, ts.test_start, ts.split_fractions
     )
-    labels = assign_splits(rows["time"].to_numpy(), bounds, ts.horizon_minutes, ts.embargo_minutes)
+    labels = assign_splits(rows["time"].to_numpy(), bounds, HORIZON_MINUTES, ts.embargo_minutes)
     rows.insert(1, "split", labels)
     keep = (labels != "") & (hourly | (labels != "test"))
     rows = rows[keep].reset_index(drop=True)

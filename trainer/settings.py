@@ -1,6 +1,6 @@
-"""The trainer's own knobs (environment variables, upper-cased field names).
+"""The trainer's own knobs: environment variables with the ``TRAINER_`` prefix.
 
-The shared ones (``MLFLOW_TRACKING_URI``, ``MODEL_NAME``, ``XGB_THREADS``...) stay in
+The shared ones (``MLFLOW_TRACKING_URI``, ``MODEL_NAME``, ``DATA_DIR``...) stay in
 :mod:`services.common.settings`; these only concern datasets, models and the promotion gate.
 """
 
@@ -9,60 +9,63 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
 
-from services.common.settings import REPO_ROOT
+from services.common.settings import REPO_ROOT, component_config
 
 
 class TrainerSettings(BaseSettings):
     """Dataset, model and gate settings. Frozen: read once, pass around."""
 
-    model_config = SettingsConfigDict(env_file=None, frozen=True, extra="ignore")
+    model_config = component_config("TRAINER_")
 
-    horizon_minutes: int = 60
-    """``HORIZON_MINUTES``: the target is the RV of minutes t+1..t+H (the model is rv60)."""
+    xgb_threads: int = Field(default=2, ge=1)
+    """``TRAINER_XGB_THREADS``: XGBoost threads for training."""
     rv_floor: float = Field(default=1e-5, gt=0)
-    """``RV_FLOOR``: RV below this is clamped before taking logs (a flat hour has RV 0)."""
+    """``TRAINER_RV_FLOOR``: RV below this is clamped before taking logs (a flat hour has RV 0)."""
     valid_start: str = "2024-07-01"
-    """``VALID_START``: first day (UTC) of the validation split."""
+    """``TRAINER_VALID_START``: first day (UTC) of the validation split."""
     test_start: str = "2024-10-01"
-    """``TEST_START``: first day (UTC) of the test split; it runs to the end of the data."""
+    """``TRAINER_TEST_START``: first day (UTC) of the test split; it runs to the end of the data."""
     split_fractions: tuple[float, float] = (0.70, 0.85)
-    """``SPLIT_FRACTIONS``: where validation and test start, as fractions of the origins, used
-    when the dates above do not fall inside the data (a few months of candles)."""
+    """``TRAINER_SPLIT_FRACTIONS``: where validation and test start, as fractions of the origins,
+    used when the dates above do not fall inside the data (a few months of candles)."""
     embargo_minutes: int = 60
-    """``EMBARGO_MINUTES``: origins dropped before each split boundary, so no target overlaps."""
+    """``TRAINER_EMBARGO_MINUTES``: origins dropped before each split boundary, so no target
+    overlaps."""
     train_step_minutes: int = Field(default=20, ge=1)
-    """``TRAIN_STEP_MINUTES``: origin spacing for fitting (60 = hourly; denser adds overlapping
-    samples: 20 beat 60 on validation QLIKE). Validation and test are scored hourly."""
+    """``TRAINER_TRAIN_STEP_MINUTES``: origin spacing for fitting (60 = hourly; denser adds
+    overlapping samples: 20 beat 60 on validation QLIKE). Validation and test are scored hourly."""
     refit_on_valid: bool = True
-    """``REFIT_ON_VALID``: after early stopping and the bias factors are settled on validation,
-    refit the model (same rounds) and the HAR baselines on train + validation, so the served
-    model has seen the most recent data. The test split is never used for fitting."""
+    """``TRAINER_REFIT_ON_VALID``: after early stopping and the bias factors are settled on
+    validation, refit the model (same rounds) and the HAR baselines on train + validation, so the
+    served model has seen the most recent data. The test split is never used for fitting."""
     xgb_max_depth: int = 4
-    """``XGB_MAX_DEPTH``"""
+    """``TRAINER_XGB_MAX_DEPTH``"""
     xgb_eta: float = 0.03
-    """``XGB_ETA``: learning rate."""
+    """``TRAINER_XGB_ETA``: learning rate."""
     xgb_rounds: int = 2000
-    """``XGB_ROUNDS``: the most boosting rounds; early stopping usually ends sooner."""
+    """``TRAINER_XGB_ROUNDS``: the most boosting rounds; early stopping usually ends sooner."""
     xgb_early_stopping: int = 100
-    """``XGB_EARLY_STOPPING``: rounds without validation improvement before stopping."""
+    """``TRAINER_XGB_EARLY_STOPPING``: rounds without validation improvement before stopping."""
     xgb_min_child_weight: float = 20.0
-    """``XGB_MIN_CHILD_WEIGHT``"""
+    """``TRAINER_XGB_MIN_CHILD_WEIGHT``"""
     xgb_subsample: float = 0.8
-    """``XGB_SUBSAMPLE``"""
+    """``TRAINER_XGB_SUBSAMPLE``"""
     xgb_colsample: float = 0.8
-    """``XGB_COLSAMPLE``"""
+    """``TRAINER_XGB_COLSAMPLE``"""
     gate_margin_champion: float = 0.0
-    """``GATE_MARGIN_CHAMPION``: the challenger's test QLIKE must be below the champion's
+    """``TRAINER_GATE_MARGIN_CHAMPION``: the challenger's test QLIKE must be below the champion's
     times (1 - margin)."""
     gate_margin_har: float = 0.0
-    """``GATE_MARGIN_HAR``: the challenger's test QLIKE must be below HAR's times (1 - margin)."""
+    """``TRAINER_GATE_MARGIN_HAR``: the challenger's test QLIKE must be below HAR's times (1 -
+    margin)."""
     datasets_dir: Path = REPO_ROOT / "data" / "datasets"
-    """``DATASETS_DIR``: DVC-tracked dataset files."""
+    """``TRAINER_DATASETS_DIR``: DVC-tracked dataset files."""
     dvc_remote: str | None = None
-    """``DVC_REMOTE``: an S3/MinIO URL for datasets; unset, the repo's default local remote."""
+    """``TRAINER_DVC_REMOTE``: an S3/MinIO URL for datasets; unset, the repo's default local remote.
+    """
     dvc_enabled: bool = True
-    """``DVC_ENABLED``: version datasets with DVC (off: fingerprint by md5 only)."""
+    """``TRAINER_DVC_ENABLED``: version datasets with DVC (off: fingerprint by md5 only)."""
     seed: int = 7
-    """``SEED``"""
+    """``TRAINER_SEED``"""

@@ -5,7 +5,7 @@ a missing minute stays missing (its return, and the next one, are undefined), ne
 
 - The 1-minute log return of candle ``s`` is ``log(close_s / close_{s-60})``, defined only
   when both candles exist.
-- The target at origin ``t`` (a candle's open time) is ``log max(RV, RV_FLOOR)`` with
+- The target at origin ``t`` (a candle's open time) is ``log max(RV, TRAINER_RV_FLOOR)`` with
   ``RV = sqrt(sum of r_s^2 for s in t+60 .. t+60*H)``: the H candles after ``t``. It is
   defined only when all H returns exist. The first uses ``close_t``, known at ``t``.
 - Baseline inputs at ``t`` use returns of candles ``<= t`` only: the HAR components are the

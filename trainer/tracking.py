@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from services.common import registry
+from services.common.features import HORIZON_MINUTES
 from services.common.registry import ModelBundle
 from services.common.settings import Settings
 from trainer.dataset import Dataset
@@ -45,11 +46,11 @@ def flat_metrics(report: dict[str, Any]) -> dict[str, float]:
 
 
 def _params(fitted: Any, ds: Dataset, ts: TrainerSettings, settings: Settings) -> dict[str, Any]:
-    xgb = {f"xgb_{k}": v for k, v in xgb_params(ts, settings.xgb_threads).items()}
+    xgb = {f"xgb_{k}": v for k, v in xgb_params(ts, ts.xgb_threads).items()}
     return {
         **xgb,
         **fitted.params,
-        "horizon_minutes": ts.horizon_minutes,
+        "horizon_minutes": HORIZON_MINUTES,
         "rv_floor": ts.rv_floor,
         "embargo_minutes": ts.embargo_minutes,
         "train_step_minutes": ts.train_step_minutes,
@@ -74,7 +75,7 @@ def log_training_run(
     from trainer import plots
 
     registry._use_server(settings)
-    mlflow.set_experiment(registry.experiment_name(bundle.symbol, ts.horizon_minutes))
+    mlflow.set_experiment(registry.experiment_name(bundle.symbol, HORIZON_MINUTES))
     with mlflow.start_run() as run:
         mlflow.log_params(_params(fitted, ds, ts, settings))
         mlflow.log_metrics(flat_metrics(fitted.report))

@@ -148,7 +148,7 @@ def train_and_register(
     ds = build_dataset(candles, ts, lambdas=LAMBDA_GRID)
     with ThreadPoolExecutor(1) as pool:  # DVC (subprocesses, I/O) overlaps the fit
         versioned = pool.submit(versioning.version_dataset, ds, symbol, ts, source)
-        fitted = fit(ds, ts, settings.xgb_threads)
+        fitted = fit(ds, ts, ts.xgb_threads)
         champion = gate.champion_score(ds, settings)
         fingerprint = versioned.result()
     bundle = make_bundle(fitted, ds, symbol, settings)

@@ -2,10 +2,11 @@
 DVC, pushed to the remote, and its md5 goes into the MLflow run, so a model traces back to its
 exact rows.
 
-The remote is the repo's default (``var/dvc-remote``, see ``.dvc/config``); ``DVC_REMOTE``
+The remote is the repo's default (``var/dvc-remote``, see ``.dvc/config``); ``TRAINER_DVC_REMOTE``
 (e.g. ``s3://bucket/volstream``, MinIO via ``AWS_ENDPOINT_URL``) overrides it. DVC runs as a
-subprocess, only here. Without a DVC repository above ``DATASETS_DIR`` (or with
-``DVC_ENABLED=false``) the dataset is still written and fingerprinted by md5, with a warning.
+subprocess, only here. Without a DVC repository above ``TRAINER_DATASETS_DIR`` (or with
+``TRAINER_DVC_ENABLED=false``) the dataset is still written and fingerprinted by md5, with a
+warning.
 """
 
 from __future__ import annotations

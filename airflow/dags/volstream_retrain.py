@@ -13,10 +13,10 @@ Configuration:
 - params (UI "Trigger DAG w/ config", ``airflow dags test -c '{...}'``): ``symbol``;
   ``start``/``end`` (ISO time or unix seconds; empty ``end``: the run's data interval end, or
   the trigger time; empty ``start``: ``lookback_days`` before the end); the quality thresholds;
-  ``train_env`` (trainer knobs for this run, e.g. ``{"XGB_MAX_DEPTH": 4}``).
+  ``train_env`` (trainer knobs for this run, e.g. ``{"TRAINER_XGB_MAX_DEPTH": 4}``).
 - environment, read by volstream's settings inside each task: ``VOLSTREAM_HOME`` (the repo;
   default two levels above this file), ``DATA_DIR``, ``MLFLOW_TRACKING_URI``, ``MODEL_NAME``,
-  ``KAFKA_BOOTSTRAP_SERVERS``, ``DATASETS_DIR``/``DVC_REMOTE``.
+  ``KAFKA_BOOTSTRAP_SERVERS``, ``TRAINER_DATASETS_DIR``/``TRAINER_DVC_REMOTE``.
 
 The quality gate raises on bad data, so nothing downstream runs (``upstream_failed``) and it is
 not retried (bad data is not transient); other tasks retry with exponential backoff.
@@ -77,7 +77,7 @@ def quality_gate(snap: dict, thresholds: dict, run_id: str) -> dict:
 
 @task.external_python(**PROJECT)
 def build_dataset(snap: dict, report: dict) -> dict:
-    """Origins, targets and features of the gated window, written under DATASETS_DIR."""
+    """Origins, targets and features of the gated window, written under TRAINER_DATASETS_DIR."""
     from pathlib import Path
 
     from trainer.baselines import LAMBDA_GRID

@@ -1,7 +1,8 @@
 """Container healthcheck: exit 0 when the service answers HTTP 200, else 1.
 
 Stdlib only (it runs inside the image, with no shell). The URL is ``HEALTHCHECK_URL``, else the
-Prometheus endpoint ``http://127.0.0.1:$METRICS_PORT/metrics`` that every stream service serves.
+Prometheus endpoint ``http://127.0.0.1:$<COMPONENT>_METRICS_PORT/metrics`` that every stream
+service serves (one container runs one component, so one such variable is set).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ def target() -> str | None:
     url = os.environ.get("HEALTHCHECK_URL", "").strip()
     if url:
         return url
-    port = os.environ.get("METRICS_PORT", "").strip()
+    ports = [v.strip() for k, v in sorted(os.environ.items()) if k.endswith("_METRICS_PORT")]
+    port = next((p for p in ports if p), "")
     return f"http://127.0.0.1:{port}/metrics" if port and port != "0" else None
 
 

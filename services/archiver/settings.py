@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
+
+from services.common.settings import component_config
 
 
 class ArchiverSettings(BaseSettings):
     """Settings of the lake archiver. Frozen: read once."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="ARCHIVER_", env_file=None, frozen=True, extra="ignore"
-    )
+    model_config = component_config("ARCHIVER_")
 
     group_id: str = "volstream-lake"
     """``ARCHIVER_GROUP_ID``: consumer group of the lake archiver."""

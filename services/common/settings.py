@@ -1,7 +1,10 @@
 """Process-wide settings, read once from the environment (pydantic-settings).
 
-Every knob is an environment variable; the field name upper-cased is the variable name
-(``kafka_bootstrap_servers`` -> ``KAFKA_BOOTSTRAP_SERVERS``). No secret has a default.
+One rule for every knob: the shared :class:`Settings` (what every component reads: the broker,
+the symbols, MLflow, the data directories, the log level) take the field name upper-cased
+(``kafka_bootstrap_servers`` -> ``KAFKA_BOOTSTRAP_SERVERS``); each component's own class adds its
+prefix (``INGESTOR_``, ``VALIDATOR_``, ``FEATURIZER_``, ``ARCHIVER_``, ``PREDICTOR_``,
+``TRAINER_``, ``LAG_EXPORTER_``) built by :func:`component_config`. No secret has a default.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: The repository root; ``var/`` (runtime state) and ``../shared/data`` hang off it.
@@ -35,8 +38,6 @@ class Settings(BaseSettings):
     """``TOPIC_REPLICATION_FACTOR``: replicas of each topic created (3 on a 3-node cluster)."""
     symbols: Annotated[list[str], NoDecode] = ["BTC"]
     """``SYMBOLS``: comma-separated base symbols, e.g. ``BTC,ETH``."""
-    quote_symbol: str = "USD"
-    """``QUOTE_SYMBOL``: the quote currency asked of CryptoCompare."""
     mlflow_tracking_uri: str = "http://127.0.0.1:5000"
     """``MLFLOW_TRACKING_URI``: the MLflow server."""
     model_name: str = "volstream-rv60"
@@ -47,20 +48,8 @@ class Settings(BaseSettings):
     """``SHARED_DATA_DIR``: the real recorded market data (read in place, never copied)."""
     var_dir: Path = REPO_ROOT / "var"
     """``VAR_DIR``: pids, logs, MLflow store and broker state of the local stack."""
-    cryptocompare_base_url: str = "https://min-api.cryptocompare.com"
-    """``CRYPTOCOMPARE_BASE_URL``: the API, or the local emulator."""
-    cryptocompare_api_key: SecretStr | None = None
-    """``CRYPTOCOMPARE_API_KEY``: needed by the real API since May 2026; no default."""
-    predictor_host: str = "127.0.0.1"
-    """``PREDICTOR_HOST``"""
-    predictor_port: int = 8000
-    """``PREDICTOR_PORT``"""
-    admin_api_key: SecretStr | None = None
-    """``ADMIN_API_KEY``: guards admin endpoints; no default, so admin calls fail closed."""
     log_level: str = "INFO"
     """``LOG_LEVEL``"""
-    xgb_threads: int = Field(default=2, ge=1)
-    """``XGB_THREADS``: XGBoost threads for training."""
 
     @field_validator("symbols", mode="before")
     @classmethod
@@ -78,6 +67,36 @@ class Settings(BaseSettings):
     def embedded_broker(self) -> bool:
         """True when no external broker is configured."""
         return not self.kafka_bootstrap_servers
+
+
+#: The environment prefix of each component's own settings class.
+COMPONENT_PREFIXES = (
+    "INGESTOR_",
+    "VALIDATOR_",
+    "FEATURIZER_",
+    "ARCHIVER_",
+    "PREDICTOR_",
+    "TRAINER_",
+    "LAG_EXPORTER_",
+)
+
+
+def metrics_off_env() -> dict[str, str]:
+    """Environment that turns off every component's own Prometheus port (tests, benchmarks).
+
+    >>> metrics_off_env()["VALIDATOR_METRICS_PORT"]
+    '0'
+    """
+    return {f"{prefix}METRICS_PORT": "0" for prefix in COMPONENT_PREFIXES}
+
+
+def component_config(prefix: str) -> SettingsConfigDict:
+    """The settings config of one component: its env prefix, frozen, unknown variables ignored.
+
+    >>> component_config("PREDICTOR_")["env_prefix"]
+    'PREDICTOR_'
+    """
+    return SettingsConfigDict(env_prefix=prefix, env_file=None, frozen=True, extra="ignore")
 
 
 @lru_cache(maxsize=1)

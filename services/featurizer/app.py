@@ -44,7 +44,7 @@ class FeaturizerApp(faust.App):
 
 def internal_topics(fs: FeaturizerSettings) -> list[tuple[str, int]]:
     """Faust's own topics, created up front (Tansu would give auto-created ones 4 partitions)."""
-    return [(f"{fs.featurizer_app_id}-__assignor-__leader", 1)]
+    return [(f"{fs.app_id}-__assignor-__leader", 1)]
 
 
 def new_engine() -> Featurizer:
@@ -63,25 +63,25 @@ def make_app(settings: Settings, fs: FeaturizerSettings) -> FeaturizerApp:
     scheme = transport.register()
     brokers = [f"{scheme}://{hp.strip()}" for hp in settings.bootstrap_servers.split(",")]
     app = FeaturizerApp(
-        fs.featurizer_app_id,
+        fs.app_id,
         broker=brokers,
-        broker_client_id=f"{fs.featurizer_app_id}-{fs.featurizer_worker_id}",
-        broker_session_timeout=fs.featurizer_session_timeout_s,
+        broker_client_id=f"{fs.app_id}-{fs.worker_id}",
+        broker_session_timeout=fs.session_timeout_s,
         broker_heartbeat_interval=1.0,
-        broker_max_poll_records=max(fs.featurizer_batch_size, 500),
+        broker_max_poll_records=max(fs.batch_size, 500),
         processing_guarantee="at_least_once",
         consumer_auto_offset_reset="earliest",
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=1,
-        stream_buffer_maxsize=4 * fs.featurizer_batch_size,
+        stream_buffer_maxsize=4 * fs.batch_size,
         store="memory://",
-        web_enabled=fs.featurizer_web_port > 0,
-        web_port=fs.featurizer_web_port or 6066,
+        web_enabled=fs.web_port > 0,
+        web_port=fs.web_port or 6066,
         web_bind="127.0.0.1",
         producer_acks=-1,
         Monitor=transport.QuietMonitor,
     )
-    app.fetch_max_wait_ms = fs.featurizer_fetch_max_wait_ms
+    app.fetch_max_wait_ms = fs.fetch_max_wait_ms
     return app
 
 
@@ -214,9 +214,9 @@ def build(settings: Settings, fs: FeaturizerSettings, engine: Featurizer | None 
         try:
             async for events in take_until_idle(
                 stream,
-                fs.featurizer_batch_size,
-                within=fs.featurizer_batch_within_s,
-                linger=fs.featurizer_batch_linger_s,
+                fs.batch_size,
+                within=fs.batch_within_s,
+                linger=fs.batch_linger_s,
             ):
                 await handler.handle([_record(e) for e in events])
         except Exception as exc:

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the featurizer (served on ``METRICS_PORT``, 9103 by default)."""
+"""Prometheus metrics of the featurizer (served on ``FEATURIZER_METRICS_PORT``, 9103 by default)."""
 
 from __future__ import annotations
 

@@ -102,7 +102,7 @@ class Worker:
     def start(self) -> Worker:
         env = {**os.environ, **self.env, "FEATURIZER_WORKER_ID": self.worker_id}
         env.setdefault("FEATURIZER_WEB_PORT", "0")
-        env.setdefault("METRICS_PORT", "0")
+        env.setdefault("FEATURIZER_METRICS_PORT", "0")
         log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "services.featurizer"],

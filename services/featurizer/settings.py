@@ -3,32 +3,34 @@
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
+
+from services.common.settings import component_config
 
 
 class FeaturizerSettings(BaseSettings):
     """Settings of the streaming featurizer. Frozen: read once."""
 
-    model_config = SettingsConfigDict(env_file=None, frozen=True, extra="ignore")
+    model_config = component_config("FEATURIZER_")
 
     metrics_port: int = Field(default=9103, ge=0)
-    """``METRICS_PORT``: Prometheus endpoint (0 disables it, as tests do)."""
-    featurizer_app_id: str = "volstream-featurizer"
+    """``FEATURIZER_METRICS_PORT``: Prometheus endpoint (0 disables it, as tests do)."""
+    app_id: str = "volstream-featurizer"
     """``FEATURIZER_APP_ID``: the Faust app id, hence the consumer group every worker joins."""
-    featurizer_web_port: int = Field(default=6066, ge=0)
+    web_port: int = Field(default=6066, ge=0)
     """``FEATURIZER_WEB_PORT``: Faust's web server; give each worker its own, 0 disables it."""
-    featurizer_worker_id: str = "0"
+    worker_id: str = "0"
     """``FEATURIZER_WORKER_ID``: names this worker in logs and in its Kafka client id."""
-    featurizer_batch_size: int = Field(default=2000, ge=1)
+    batch_size: int = Field(default=2000, ge=1)
     """``FEATURIZER_BATCH_SIZE``: most candles per micro-batch (:mod:`.batching`)."""
-    featurizer_batch_linger_s: float = Field(default=0.003, ge=0)
+    batch_linger_s: float = Field(default=0.003, ge=0)
     """``FEATURIZER_BATCH_LINGER_S``: a micro-batch is handed out once no candle arrived for
     this long. Live, a candle waits about this; under a backlog candles arrive back to back, so
     batches still fill up to the size or the window and amortise the kernel's per-call cost."""
-    featurizer_batch_within_s: float = Field(default=0.2, gt=0)
+    batch_within_s: float = Field(default=0.2, gt=0)
     """``FEATURIZER_BATCH_WITHIN_S``: longest time a micro-batch stays open after its first
     candle, when candles keep trickling in faster than the linger."""
-    featurizer_fetch_max_wait_ms: int = Field(default=5, ge=0)
+    fetch_max_wait_ms: int = Field(default=5, ge=0)
     """``FEATURIZER_FETCH_MAX_WAIT_MS``: Faust's consumer fetch wait (Faust hard-codes 1500)."""
-    featurizer_session_timeout_s: float = Field(default=10.0, ge=6.0)
+    session_timeout_s: float = Field(default=10.0, ge=6.0)
     """``FEATURIZER_SESSION_TIMEOUT_S``: group session timeout (Tansu joins take half of it)."""

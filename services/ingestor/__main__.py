@@ -1,4 +1,4 @@
-"""``python -m services.ingestor``: live polling unless ``INGEST_MODE`` says backfill or replay."""
+"""``python -m services.ingestor``: live polling unless ``INGESTOR_MODE`` says otherwise."""
 
 from __future__ import annotations
 

@@ -206,21 +206,17 @@ async def replay(
     return total
 
 
-def make_client(settings: Settings, cfg: IngestorSettings) -> CryptoCompareClient:
+def make_client(cfg: IngestorSettings) -> CryptoCompareClient:
     """The API client, refusing the real API without a key."""
-    key = (
-        settings.cryptocompare_api_key.get_secret_value()
-        if settings.cryptocompare_api_key
-        else None
-    )
-    require_api_key(settings.cryptocompare_base_url, key)
+    key = cfg.cryptocompare_api_key.get_secret_value() if cfg.cryptocompare_api_key else None
+    require_api_key(cfg.cryptocompare_base_url, key)
     policy = RetryPolicy(
         cfg.retry_attempts, cfg.retry_budget_s, cfg.retry_initial_s, cfg.retry_max_s
     )
     return CryptoCompareClient(
-        settings.cryptocompare_base_url,
+        cfg.cryptocompare_base_url,
         key,
-        quote=settings.quote_symbol,
+        quote=cfg.quote_symbol,
         exchange=cfg.exchange,
         timeout_s=cfg.http_timeout_s,
         retry=policy,
@@ -237,14 +233,14 @@ def replay_symbol(cfg: IngestorSettings, path: Path) -> str:
 
 async def run(settings: Settings, cfg: IngestorSettings, stop: asyncio.Event) -> int:
     """Run the configured mode until done (backfill, replay) or ``stop`` (live)."""
-    if cfg.ingest_mode == "replay" and cfg.replay_file is None:
-        raise ConfigError("replay needs a file: --file PATH or REPLAY_FILE")
-    client = make_client(settings, cfg) if cfg.ingest_mode != "replay" else None
+    if cfg.mode == "replay" and cfg.replay_file is None:
+        raise ConfigError("replay needs a file: --file PATH or INGESTOR_REPLAY_FILE")
+    client = make_client(cfg) if cfg.mode != "replay" else None
     await kafka.ensure_topics(settings)
     producer = kafka.make_producer(settings)
     await producer.start()
     try:
-        if cfg.ingest_mode == "replay":
+        if cfg.mode == "replay":
             assert cfg.replay_file is not None
             store = CheckpointStore.under(settings.data_dir, "replay")
             pub = Publisher.to_kafka(producer, store, cfg.chunk_size)
@@ -255,7 +251,7 @@ async def run(settings: Settings, cfg: IngestorSettings, stop: asyncio.Event) ->
         await reconcile(settings, store)
         pub = Publisher.to_kafka(producer, store, cfg.chunk_size)
         poller = Poller(client, pub, cfg)
-        if cfg.ingest_mode == "backfill":
+        if cfg.mode == "backfill":
             outcomes = await poller.backfill(settings.symbols, cfg.backfill_days)
             failed = sorted(s for s, outcome in outcomes.items() if outcome == "skipped")
             if failed:
@@ -274,7 +270,7 @@ def start_metrics(cfg: IngestorSettings) -> None:
     try:
         serve_metrics(cfg.metrics_port)
     except OSError as exc:
-        if cfg.ingest_mode == "live":
+        if cfg.mode == "live":
             raise
         log.warning(
             "metrics port busy: no metrics", extra={"port": cfg.metrics_port, "err": str(exc)}

@@ -41,9 +41,7 @@ def live(
     metrics_port: Metrics = None,
 ) -> None:
     """Poll CryptoCompare (or the emulator) until Ctrl-C, gap-free from the checkpoint."""
-    _run(
-        {"ingest_mode": "live", "poll_interval_s": interval, "metrics_port": metrics_port}, symbols
-    )
+    _run({"mode": "live", "poll_interval_s": interval, "metrics_port": metrics_port}, symbols)
 
 
 @ingest_app.command("backfill")
@@ -53,7 +51,7 @@ def backfill(
     metrics_port: Metrics = None,
 ) -> None:
     """Page back N days (2000 rows a call) and publish oldest first, then exit."""
-    _run({"ingest_mode": "backfill", "backfill_days": days, "metrics_port": metrics_port}, symbols)
+    _run({"mode": "backfill", "backfill_days": days, "metrics_port": metrics_port}, symbols)
 
 
 @ingest_app.command("replay")
@@ -68,7 +66,7 @@ def replay(
     """Replay real history into ticks.raw at X times real time or as fast as possible."""
     _run(
         {
-            "ingest_mode": "replay",
+            "mode": "replay",
             "replay_file": file,
             "replay_speed": speed,
             "replay_symbol": symbol,

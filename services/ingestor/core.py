@@ -301,9 +301,10 @@ def require_api_key(base_url: str, api_key: str | None) -> None:
     """Refuse the real API without a key: since May 2026 it needs a subscription key."""
     if not api_key and urlsplit(base_url).hostname == REAL_API_HOST:
         raise ConfigError(
-            "CryptoCompare's API needs a key since 21 May 2026: set CRYPTOCOMPARE_API_KEY. "
+            "CryptoCompare's API needs a key since 21 May 2026: "
+            "set INGESTOR_CRYPTOCOMPARE_API_KEY. "
             "Without one, replay real history from files "
             "(`volstream ingest replay --file ../shared/data/btcusdt_1m_2023-2024.parquet`) "
             "or run the local emulator (`volstream emulator --port 8765` and "
-            "CRYPTOCOMPARE_BASE_URL=http://127.0.0.1:8765)."
+            "INGESTOR_CRYPTOCOMPARE_BASE_URL=http://127.0.0.1:8765)."
         )

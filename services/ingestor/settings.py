@@ -1,52 +1,61 @@
-"""The ingestor's own knobs (environment variables; the shared ones live in common.settings)."""
+"""The ingestor's own knobs: environment variables with the ``INGESTOR_`` prefix."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings
+
+from services.common.settings import component_config
 
 
 class IngestorSettings(BaseSettings):
     """Frozen, read once in ``__main__`` or the CLI and passed around."""
 
-    model_config = SettingsConfigDict(env_file=None, frozen=True, extra="ignore")
+    model_config = component_config("INGESTOR_")
 
-    ingest_mode: Literal["live", "backfill", "replay"] = "live"
-    """``INGEST_MODE``: what ``python -m services.ingestor`` does (default ``live``)."""
+    cryptocompare_base_url: str = "https://min-api.cryptocompare.com"
+    """``INGESTOR_CRYPTOCOMPARE_BASE_URL``: the API, or the local emulator."""
+    cryptocompare_api_key: SecretStr | None = None
+    """``INGESTOR_CRYPTOCOMPARE_API_KEY``: needed by the real API since May 2026; no default."""
+    quote_symbol: str = "USD"
+    """``INGESTOR_QUOTE_SYMBOL``: the quote currency asked of CryptoCompare."""
+    mode: Literal["live", "backfill", "replay"] = "live"
+    """``INGESTOR_MODE``: what ``python -m services.ingestor`` does (default ``live``)."""
     poll_interval_s: float = Field(default=30.0, gt=0)
-    """``POLL_INTERVAL_S``: seconds between live polls of each symbol."""
+    """``INGESTOR_POLL_INTERVAL_S``: seconds between live polls of each symbol."""
     poll_limit: int = Field(default=60, ge=1, le=2000)
-    """``POLL_LIMIT``: rows asked per live poll (gaps beyond it are paged back with ``toTs``)."""
+    """``INGESTOR_POLL_LIMIT``: rows asked per live poll (gaps beyond it are paged back with
+    ``toTs``)."""
     page_limit: int = Field(default=2000, ge=1, le=2000)
-    """``PAGE_LIMIT``: rows asked per page when paging back (gap fill, backfill)."""
+    """``INGESTOR_PAGE_LIMIT``: rows asked per page when paging back (gap fill, backfill)."""
     max_pages: int = Field(default=12, ge=1)
-    """``MAX_PAGES``: safety bound on pages per gap fill (7 days of minutes is 6 pages)."""
+    """``INGESTOR_MAX_PAGES``: safety bound on pages per gap fill (7 days of minutes is 6 pages)."""
     backfill_days: float = Field(default=1.0, gt=0)
-    """``BACKFILL_DAYS``: how far back ``backfill`` reaches."""
+    """``INGESTOR_BACKFILL_DAYS``: how far back ``backfill`` reaches."""
     replay_file: Path | None = None
-    """``REPLAY_FILE``: Parquet (shared layout) or CryptoCompare JSON to replay."""
+    """``INGESTOR_REPLAY_FILE``: Parquet (shared layout) or CryptoCompare JSON to replay."""
     replay_speed: str = "max"
-    """``REPLAY_SPEED``: a multiple of real time (e.g. ``600``) or ``max``."""
+    """``INGESTOR_REPLAY_SPEED``: a multiple of real time (e.g. ``600``) or ``max``."""
     replay_symbol: str | None = None
-    """``REPLAY_SYMBOL``: the symbol of the replayed file (default: from the file name)."""
+    """``INGESTOR_REPLAY_SYMBOL``: the symbol of the replayed file (default: from the file name)."""
     replay_resume: bool = False
-    """``REPLAY_RESUME``: skip candles up to the replay checkpoint (a restarted replay)."""
+    """``INGESTOR_REPLAY_RESUME``: skip candles up to the replay checkpoint (a restarted replay)."""
     chunk_size: int = Field(default=500, ge=1, le=5000)
-    """``CHUNK_SIZE``: at most this many candles per RawBatch."""
+    """``INGESTOR_CHUNK_SIZE``: at most this many candles per RawBatch."""
     exchange: str = "CCCAGG"
-    """``EXCHANGE``: CryptoCompare's ``e`` parameter."""
+    """``INGESTOR_EXCHANGE``: CryptoCompare's ``e`` parameter."""
     http_timeout_s: float = Field(default=10.0, gt=0)
-    """``HTTP_TIMEOUT_S``: per-request timeout."""
+    """``INGESTOR_HTTP_TIMEOUT_S``: per-request timeout."""
     retry_attempts: int = Field(default=4, ge=1)
-    """``RETRY_ATTEMPTS``: tries per request before the poll is skipped."""
+    """``INGESTOR_RETRY_ATTEMPTS``: tries per request before the poll is skipped."""
     retry_budget_s: float = Field(default=20.0, gt=0)
-    """``RETRY_BUDGET_S``: total seconds a request may spend retrying."""
+    """``INGESTOR_RETRY_BUDGET_S``: total seconds a request may spend retrying."""
     retry_initial_s: float = Field(default=0.5, gt=0)
-    """``RETRY_INITIAL_S``: first back-off (doubles each try, plus jitter)."""
+    """``INGESTOR_RETRY_INITIAL_S``: first back-off (doubles each try, plus jitter)."""
     retry_max_s: float = Field(default=8.0, gt=0)
-    """``RETRY_MAX_S``: longest single back-off."""
+    """``INGESTOR_RETRY_MAX_S``: longest single back-off."""
     metrics_port: int = 9101
-    """``METRICS_PORT``: Prometheus endpoint (0 disables)."""
+    """``INGESTOR_METRICS_PORT``: Prometheus endpoint (0 disables)."""

@@ -87,9 +87,9 @@ class OffsetReader:
         await self.consumer.stop()
 
     def _groups(self) -> list[str]:
-        if self.lag.lag_groups:
-            return list(self.lag.lag_groups)
-        found = self.admin.list_consumer_groups(request_timeout=self.lag.lag_timeout_s).result()
+        if self.lag.groups:
+            return list(self.lag.groups)
+        found = self.admin.list_consumer_groups(request_timeout=self.lag.timeout_s).result()
         return sorted(g.group_id for g in found.valid)
 
     def committed(self) -> dict[str, dict[Partition, int]]:
@@ -98,7 +98,7 @@ class OffsetReader:
         for group in self._groups():
             request = [ConsumerGroupTopicPartitions(group)]
             futures = self.admin.list_consumer_group_offsets(
-                request, request_timeout=self.lag.lag_timeout_s
+                request, request_timeout=self.lag.timeout_s
             )
             result = futures[group].result()
             out[group] = {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions}
@@ -153,13 +153,13 @@ async def poll_once(reader: OffsetReader, collector: LagCollector) -> bool:
 async def run(
     settings: Settings, lag: LagExporterSettings, collector: LagCollector, stop: asyncio.Event
 ) -> None:
-    """Poll offsets every ``LAG_POLL_INTERVAL_S`` until ``stop`` is set."""
+    """Poll offsets every ``LAG_EXPORTER_POLL_INTERVAL_S`` until ``stop`` is set."""
     reader = OffsetReader(settings, lag)
     await reader.start()
     try:
         while not stop.is_set():
             await poll_once(reader, collector)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), lag.lag_poll_interval_s)
+                await asyncio.wait_for(stop.wait(), lag.poll_interval_s)
     finally:
         await reader.stop()

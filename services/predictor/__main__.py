@@ -28,8 +28,8 @@ async def serve() -> int:
     service = build_service(settings, psettings)
     config = uvicorn.Config(
         create_app(service),
-        host=settings.predictor_host,
-        port=settings.predictor_port,
+        host=psettings.host,
+        port=psettings.port,
         loop="uvloop",
         http="httptools",
         access_log=psettings.access_log,
@@ -45,7 +45,7 @@ async def serve() -> int:
     if psettings.metrics_port:
         from prometheus_client import start_http_server
 
-        start_http_server(psettings.metrics_port, settings.predictor_host, service.metrics.registry)
+        start_http_server(psettings.metrics_port, psettings.host, service.metrics.registry)
     # uvicorn re-raises the signal that stopped it once the handler it saved is back; a no-op
     # handler there lets a clean SIGTERM shutdown end in exit code 0 instead of death by signal
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -19,7 +19,7 @@ from typing import Any
 from services.common.schemas import Prediction
 
 #: The training target's floor: ``log max(RV, 1e-5)`` (a flat hour is not log 0).
-RV_FLOOR = 1e-5
+TRAINER_RV_FLOOR = 1e-5
 
 
 def realized_rv(closes: list[float]) -> float:
@@ -29,7 +29,7 @@ def realized_rv(closes: list[float]) -> float:
     0.014072
     """
     rv = math.sqrt(sum(math.log(b / a) ** 2 for a, b in itertools.pairwise(closes)))
-    return max(rv, RV_FLOOR)
+    return max(rv, TRAINER_RV_FLOOR)
 
 
 def qlike(rv_real: float, rv_pred: float) -> float:

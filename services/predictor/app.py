@@ -17,6 +17,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from services.common.features import HORIZON_MINUTES
 from services.common.settings import Settings
 from services.predictor.accuracy import LiveAccuracy
 from services.predictor.batcher import PredictBatcher
@@ -72,7 +73,7 @@ def build_service(
         psettings.psi_min_spans,
     )
     ring = PredictionRing(psettings.ring_size)
-    accuracy = LiveAccuracy(psettings.horizon_minutes, psettings.accuracy_window)
+    accuracy = LiveAccuracy(HORIZON_MINUTES, psettings.accuracy_window)
     worker = StreamWorker(settings, psettings, holder, ring, accuracy, metrics)
     side = SideConsumer(settings, psettings, holder, accuracy, metrics)
     observe = metrics.prediction_latency.labels("rest").observe

@@ -14,10 +14,10 @@ def register(app: typer.Typer) -> None:
 
 
 def _url(path: str) -> str:
-    from services.common.settings import get_settings
+    from services.predictor.settings import PredictorSettings
 
-    s = get_settings()
-    return f"http://{s.predictor_host}:{s.predictor_port}{path}"
+    s = PredictorSettings()
+    return f"http://{s.host}:{s.port}{path}"
 
 
 def _show(response: object) -> None:
@@ -55,11 +55,11 @@ def model() -> None:
 
 @predictor_app.command("reload")
 def reload() -> None:
-    """Ask the running predictor to reload its models now (needs ADMIN_API_KEY)."""
+    """Ask the running predictor to reload its models now (needs PREDICTOR_ADMIN_API_KEY)."""
     import httpx
 
-    from services.common.settings import get_settings
+    from services.predictor.settings import PredictorSettings
 
-    key = get_settings().admin_api_key
+    key = PredictorSettings().admin_api_key
     headers = {"X-API-Key": key.get_secret_value()} if key else {}
     _show(httpx.post(_url("/model/reload"), headers=headers, timeout=120))

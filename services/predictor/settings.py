@@ -1,60 +1,68 @@
-"""The predictor's own knobs (pydantic-settings; the field name upper-cased is the env var).
+"""The predictor's own knobs: environment variables with the ``PREDICTOR_`` prefix.
 
-Host, port, model name, MLflow URI and the admin key are shared settings
-(``services.common.settings``); everything here only concerns the predictor.
+The model name and the MLflow URI are shared settings (``services.common.settings``); the forecast
+horizon is part of the target's definition (``services.common.features.HORIZON_MINUTES``).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode
+
+from services.common.settings import component_config
 
 
 class PredictorSettings(BaseSettings):
     """Frozen predictor settings, read once at start."""
 
-    model_config = SettingsConfigDict(env_file=None, frozen=True, extra="ignore")
+    model_config = component_config("PREDICTOR_")
 
+    host: str = "127.0.0.1"
+    """``PREDICTOR_HOST``: where the REST API listens."""
+    port: int = Field(default=8000, ge=0)
+    """``PREDICTOR_PORT``: the REST API's port (``/metrics`` is served there too)."""
+    admin_api_key: SecretStr | None = None
+    """``PREDICTOR_ADMIN_API_KEY``: guards the admin endpoints; no default, so admin calls fail
+    closed."""
     metrics_port: int = 0
-    """``METRICS_PORT``: an extra Prometheus port; 0 (default) serves ``/metrics`` on the HTTP
-    port only."""
+    """``PREDICTOR_METRICS_PORT``: an extra Prometheus port; 0 (default) serves ``/metrics`` on the
+    HTTP port only."""
     consumer_group: str = "predictor"
-    """``CONSUMER_GROUP``: the predictor's consumer group on ``features``."""
+    """``PREDICTOR_CONSUMER_GROUP``: the predictor's consumer group on ``features``."""
     model_poll_s: float = Field(default=30.0, gt=0)
-    """``MODEL_POLL_S``: fallback polling interval of the registry aliases (seconds)."""
+    """``PREDICTOR_MODEL_POLL_S``: fallback polling interval of the registry aliases (seconds)."""
     model_wait_s: float = Field(default=5.0, gt=0)
-    """``MODEL_WAIT_S``: retry interval while no champion exists yet (seconds)."""
+    """``PREDICTOR_MODEL_WAIT_S``: retry interval while no champion exists yet (seconds)."""
     batch_max: int = Field(default=2000, ge=1)
-    """``BATCH_MAX``: largest micro-batch of feature vectors scored in one call."""
+    """``PREDICTOR_BATCH_MAX``: largest micro-batch of feature vectors scored in one call."""
     ring_size: int = Field(default=20_000, ge=1)
-    """``RING_SIZE``: champion predictions kept per symbol for ``GET /predictions``."""
+    """``PREDICTOR_RING_SIZE``: champion predictions kept per symbol for ``GET /predictions``."""
     psi_window: int = Field(default=10_080, ge=10)
-    """``PSI_WINDOW``: scored vectors in the sliding window PSI is computed over (a week of
-    minutes: slow features such as the 168-hour HAR need a long window to look like training)."""
+    """``PREDICTOR_PSI_WINDOW``: scored vectors in the sliding window PSI is computed over (a week
+    of minutes: slow features such as the 168-hour HAR need a long window to look like training)."""
     psi_min_fill: int = Field(default=1440, ge=1)
-    """``PSI_MIN_FILL``: vectors in the window before PSI is exported (a few contiguous minutes
-    say nothing about a distribution)."""
+    """``PREDICTOR_PSI_MIN_FILL``: vectors in the window before PSI is exported (a few contiguous
+    minutes say nothing about a distribution)."""
     psi_exclude: Annotated[list[str], NoDecode] = ["hod_sin", "hod_cos", "dow_sin", "dow_cos"]
-    """``PSI_EXCLUDE``: comma-separated features left out of PSI (calendar encodings)."""
+    """``PREDICTOR_PSI_EXCLUDE``: comma-separated features left out of PSI (calendar encodings)."""
     psi_min_spans: int = Field(default=4, ge=1)
-    """``PSI_MIN_SPANS``: a feature enters PSI once the window holds this many of its memories
-    (``FEATURE_MEMORY_MINUTES``): a day-long window judges features up to 6 h long, a week-long
-    one up to 42 h; the weekly HAR never (its PSI over a week is one value against a year)."""
+    """``PREDICTOR_PSI_MIN_SPANS``: a feature enters PSI once the window holds this many of its
+    memories (``FEATURE_MEMORY_MINUTES``): a day-long window judges features up to 6 h long, a
+    week-long one up to 42 h; the weekly HAR never (its PSI over a week is one value against a
+    year)."""
     psi_threshold: float = 0.2
-    """``PSI_THRESHOLD``: a feature with PSI above it counts as drifted."""
+    """``PREDICTOR_PSI_THRESHOLD``: a feature with PSI above it counts as drifted."""
     accuracy_window: int = Field(default=1440, ge=1)
-    """``ACCURACY_WINDOW``: resolved predictions per role in the rolling QLIKE/RMSE."""
-    horizon_minutes: int = 60
-    """``HORIZON_MINUTES``: the forecast horizon (the models' target)."""
+    """``PREDICTOR_ACCURACY_WINDOW``: resolved predictions per role in the rolling QLIKE/RMSE."""
     realized_offset_reset: Literal["earliest", "latest"] = "latest"
-    """``REALIZED_OFFSET_RESET``: where the side consumer of ``ticks.clean`` and
+    """``PREDICTOR_REALIZED_OFFSET_RESET``: where the side consumer of ``ticks.clean`` and
     ``model.events`` starts (no group, nothing committed)."""
     max_body_bytes: int = Field(default=65_536, ge=1024)
-    """``MAX_BODY_BYTES``: request bodies above this get 413."""
+    """``PREDICTOR_MAX_BODY_BYTES``: request bodies above this get 413."""
     access_log: bool = False
-    """``ACCESS_LOG``: uvicorn access log (off: the metrics say it all, and it costs)."""
+    """``PREDICTOR_ACCESS_LOG``: uvicorn access log (off: the metrics say it all, and it costs)."""
 
     @field_validator("psi_exclude", mode="before")
     @classmethod

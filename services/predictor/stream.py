@@ -30,6 +30,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from services.common import kafka
 from services.common.committer import Committer
+from services.common.features import HORIZON_MINUTES
 from services.common.schemas import Candle, ModelEvent, Prediction
 from services.common.settings import Settings
 from services.common.topics import FEATURES, MODEL_EVENTS, PREDICTIONS, TICKS_CLEAN, TICKS_DLQ
@@ -177,7 +178,7 @@ class StreamWorker:
         models = self.holder.models  # one snapshot for the whole batch
         assert models.champion is not None  # run() waits for it
         challenger = models.challenger.bundle if models.challenger else None
-        args = (records, models.champion.bundle, challenger, self.psettings.horizon_minutes)
+        args = (records, models.champion.bundle, challenger, HORIZON_MINUTES)
         if len(records) <= INLINE_MAX:
             result = process(*args)
         else:

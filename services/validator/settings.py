@@ -1,26 +1,23 @@
-"""The validator's own knobs, from ``VALIDATOR_*`` environment variables (plus ``METRICS_PORT``)."""
+"""The validator's own knobs, from ``VALIDATOR_*`` environment variables."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import BaseSettings
 
+from services.common.settings import component_config
 from services.validator.core import Rules
 
 
 class ValidatorSettings(BaseSettings):
     """Frozen: read once at start-up."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="VALIDATOR_", frozen=True, extra="ignore", populate_by_name=True
-    )
+    model_config = component_config("VALIDATOR_")
 
-    metrics_port: int = Field(
-        default=9102, ge=0, validation_alias=AliasChoices("METRICS_PORT", "metrics_port")
-    )
-    """``METRICS_PORT``: the Prometheus endpoint (0 disables it, as tests do)."""
+    metrics_port: int = Field(default=9102, ge=0)
+    """``VALIDATOR_METRICS_PORT``: the Prometheus endpoint (0 disables it, as tests do)."""
     group_id: str = "validator"
     """``VALIDATOR_GROUP_ID``: the consumer group on ticks.raw."""
     record_policy: Literal["dead-letter", "drop"] = "dead-letter"

@@ -320,9 +320,9 @@ def test_model_gate_passes_a_better_challenger_and_a_first_model(tmp_path: Path)
 def test_healthcheck_target(monkeypatch: pytest.MonkeyPatch) -> None:
     health = _load_module("infra/docker/healthcheck.py")
     monkeypatch.setenv("HEALTHCHECK_URL", "")
-    monkeypatch.setenv("METRICS_PORT", "9102")
+    monkeypatch.setenv("VALIDATOR_METRICS_PORT", "9102")
     assert health.target() == "http://127.0.0.1:9102/metrics"
-    monkeypatch.setenv("METRICS_PORT", "0")
+    monkeypatch.setenv("VALIDATOR_METRICS_PORT", "0")
     assert health.target() is None
     monkeypatch.setenv("HEALTHCHECK_URL", "http://127.0.0.1:8000/health")
     assert health.target() == "http://127.0.0.1:8000/health"

@@ -42,8 +42,8 @@ def fitted_bundle():
 @pytest.fixture(scope="module")
 def api_schema():
     service = build_service(
-        Settings(admin_api_key=SecretStr("contract-key")),
-        PredictorSettings(),
+        Settings(),
+        PredictorSettings(admin_api_key=SecretStr("contract-key")),
         StaticRegistry(fitted_bundle(), champion="1"),
     )
     asyncio.run(service.holder.reload())

@@ -134,8 +134,8 @@ def airflow_env(tmp_path_factory: pytest.TempPathFactory, mlflow_server) -> Iter
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "airflow" / "dags"),
         "VOLSTREAM_HOME": str(REPO_ROOT),
         "DATA_DIR": str(data),
-        "DATASETS_DIR": str(datasets),
-        "DVC_REMOTE": str(remote),
+        "TRAINER_DATASETS_DIR": str(datasets),
+        "TRAINER_DVC_REMOTE": str(remote),
         "MLFLOW_TRACKING_URI": mlflow_server.uri,
         "MODEL_NAME": f"volstream-airflow-{uuid.uuid4().hex[:8]}",
         "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
@@ -236,7 +236,9 @@ def test_good_window_runs_end_to_end_and_registers_a_model(
     # the dataset is DVC-tracked and pushed: its md5 is an object in the remote
     md5 = summary["dataset"]["md5"]
     assert summary["dataset"]["dvc"] is True
-    assert (Path(airflow_env.env["DVC_REMOTE"]) / "files" / "md5" / md5[:2] / md5[2:]).is_file()
+    assert (
+        Path(airflow_env.env["TRAINER_DVC_REMOTE"]) / "files" / "md5" / md5[:2] / md5[2:]
+    ).is_file()
     assert mlflow_client.get_run(mv.run_id).data.tags["data.md5"] == md5
     profiles = mlflow_client.search_runs(
         [mlflow_client.get_run(mv.run_id).info.experiment_id],
@@ -265,7 +267,10 @@ def test_a_worse_challenger_leaves_the_champion_alone(
     if not _is_champion(mlflow_client, name, first):
         # the first model did not beat HAR: make it champion, as `volstream promote --force` would
         mlflow_client.set_registered_model_alias(name, "champion", first)
-    crippled = {"XGB_ROUNDS": 1, "XGB_MAX_DEPTH": 1}  # one stump: far worse than the champion
+    crippled = {
+        "TRAINER_XGB_ROUNDS": 1,
+        "TRAINER_XGB_MAX_DEPTH": 1,
+    }  # one stump: far worse than the champion
     proc = airflow_env.dags_test(WORSE_DATE, start=START, end=END, train_env=crippled)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert airflow_env.states(WORSE_DATE) == dict.fromkeys(TASKS, "success")

@@ -27,9 +27,9 @@ pytestmark = pytest.mark.integration
 def test_live_against_the_real_api_without_a_key_says_what_to_do(tmp_path: Path) -> None:
     env = {
         "PATH": "/usr/bin:/bin",
-        "METRICS_PORT": "0",
+        "INGESTOR_METRICS_PORT": "0",
         "DATA_DIR": str(tmp_path),
-        "CRYPTOCOMPARE_BASE_URL": "https://min-api.cryptocompare.com",
+        "INGESTOR_CRYPTOCOMPARE_BASE_URL": "https://min-api.cryptocompare.com",
     }
     out = subprocess.run(
         [sys.executable, "-m", "services.ingestor"],
@@ -39,7 +39,9 @@ def test_live_against_the_real_api_without_a_key_says_what_to_do(tmp_path: Path)
         timeout=120,
     )
     assert out.returncode == 2
-    assert "CRYPTOCOMPARE_API_KEY" in out.stderr and "volstream ingest replay" in out.stderr
+    assert (
+        "INGESTOR_CRYPTOCOMPARE_API_KEY" in out.stderr and "volstream ingest replay" in out.stderr
+    )
     assert "Traceback" not in out.stderr
 
 
@@ -48,12 +50,12 @@ def test_backfill_cli_against_the_emulator(
     settings: Settings, service_env: dict[str, str], tmp_path: Path
 ) -> None:
     with emulator(tmp_path, service_env, "--speed", "0", "--start-time", "1800000000") as emu:
-        env = {**service_env, "CRYPTOCOMPARE_BASE_URL": emu.url}
+        env = {**service_env, "INGESTOR_CRYPTOCOMPARE_BASE_URL": emu.url}
         volstream("ingest", "backfill", "--days", "0.5", "--symbols", "BTC,ETH", env=env)
         served = {s: emu.closed_rows(s)[-720:] for s in ("BTC", "ETH")}
         # an API that keeps failing: the one-shot backfill says so with its exit status
         emu.call("POST", "/_emulator/faults", json={"probabilities": {"http_500": 1.0}})
-        failing = {**env, "RETRY_ATTEMPTS": "2", "RETRY_INITIAL_S": "0.01"}
+        failing = {**env, "INGESTOR_RETRY_ATTEMPTS": "2", "INGESTOR_RETRY_INITIAL_S": "0.01"}
         out = subprocess.run(
             [sys.executable, "-m", "devstack.cli", "ingest", "backfill", "--symbols", "BTC"],
             env=failing,
@@ -79,9 +81,9 @@ def test_metrics_endpoint_while_live(
     with emulator(tmp_path, service_env, "--speed", "60") as emu:
         env = {
             **service_env,
-            "CRYPTOCOMPARE_BASE_URL": emu.url,
-            "METRICS_PORT": str(port),
-            "POLL_INTERVAL_S": "0.2",
+            "INGESTOR_CRYPTOCOMPARE_BASE_URL": emu.url,
+            "INGESTOR_METRICS_PORT": str(port),
+            "INGESTOR_POLL_INTERVAL_S": "0.2",
             "SYMBOLS": "BTC",
         }
         proc = spawn(["services.ingestor"], env, tmp_path / "ing.log")

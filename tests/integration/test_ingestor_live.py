@@ -33,15 +33,15 @@ FIELDS = ("time", "open", "high", "low", "close", "volumefrom", "volumeto")
 def ingestor_env(service_env: dict[str, str], emu: EmulatorProc) -> dict[str, str]:
     return {
         **service_env,
-        "CRYPTOCOMPARE_BASE_URL": emu.url,
+        "INGESTOR_CRYPTOCOMPARE_BASE_URL": emu.url,
         "SYMBOLS": ",".join(SYMBOLS),
-        "POLL_INTERVAL_S": "0.3",
-        "POLL_LIMIT": "5",
-        "HTTP_TIMEOUT_S": "1.0",
-        "RETRY_ATTEMPTS": "3",
-        "RETRY_BUDGET_S": "3",
-        "RETRY_INITIAL_S": "0.05",
-        "RETRY_MAX_S": "0.5",
+        "INGESTOR_POLL_INTERVAL_S": "0.3",
+        "INGESTOR_POLL_LIMIT": "5",
+        "INGESTOR_HTTP_TIMEOUT_S": "1.0",
+        "INGESTOR_RETRY_ATTEMPTS": "3",
+        "INGESTOR_RETRY_BUDGET_S": "3",
+        "INGESTOR_RETRY_INITIAL_S": "0.05",
+        "INGESTOR_RETRY_MAX_S": "0.5",
     }
 
 

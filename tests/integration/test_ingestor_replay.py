@@ -36,7 +36,7 @@ def test_two_year_replay_puts_every_candle_on_ticks_raw(
 async def test_paced_json_replay_with_symbol_override(settings: Settings) -> None:
     """The March-2020 crash week (a CryptoCompare v2 response) as ETH, paced at 120,000x."""
     cfg = IngestorSettings(
-        ingest_mode="replay",
+        mode="replay",
         replay_file=CC_DIR / "cc_histominute_BTCUSDT_2020-03-09_7d.json",
         replay_symbol="ETH",
         replay_speed="120000",
@@ -57,7 +57,7 @@ async def test_paced_json_replay_with_symbol_override(settings: Settings) -> Non
 
 async def test_replay_resume_skips_what_was_published(settings: Settings) -> None:
     path = CC_DIR / "cc_histominute_BTCUSDT_2024-03-01_7d.json"
-    cfg = IngestorSettings(ingest_mode="replay", replay_file=path, metrics_port=0)
+    cfg = IngestorSettings(mode="replay", replay_file=path, metrics_port=0)
     from services.ingestor.checkpoint import CheckpointStore
 
     CheckpointStore.under(settings.data_dir, "replay").save("BTC", 1709251200 + 9000 * 60)

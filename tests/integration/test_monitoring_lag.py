@@ -63,7 +63,11 @@ async def test_exporter_reports_exact_lag(settings: Settings, service_env: dict,
     await _consume_and_commit(settings, FEATURES, "lag-test-b", 40)
 
     port = free_port()
-    env = {**service_env, "METRICS_PORT": str(port), "LAG_POLL_INTERVAL_S": "0.5"}
+    env = {
+        **service_env,
+        "LAG_EXPORTER_METRICS_PORT": str(port),
+        "LAG_EXPORTER_POLL_INTERVAL_S": "0.5",
+    }
     log = open(tmp_path / "lag.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.lag_exporter"],

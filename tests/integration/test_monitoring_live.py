@@ -93,7 +93,11 @@ def train_calm_champion(pipe: Pipeline, workdir: Path) -> None:
     start, days = TRAIN
     write_slice(calm, ts(start), ts(start) + days * 86400)
     # the trainer's dataset snapshots stay out of the repository, and DVC off, in this test
-    quiet = {"DATASETS_DIR": str(workdir / "datasets"), "DVC_ENABLED": "false", "XGB_ROUNDS": "300"}
+    quiet = {
+        "TRAINER_DATASETS_DIR": str(workdir / "datasets"),
+        "TRAINER_DVC_ENABLED": "false",
+        "TRAINER_XGB_ROUNDS": "300",
+    }
     pipe.volstream(
         "train", "train", "--data", str(calm), "--symbol", "BTC", "--no-promote", **quiet
     )
@@ -114,21 +118,23 @@ def start_services(pipe: Pipeline, ports: dict[str, int], emulator_port: int) ->
     )  # fmt: skip
     pipe.service(
         "ingestor",
-        METRICS_PORT=str(ports["ingestor"]),
-        INGEST_MODE="live",
+        INGESTOR_METRICS_PORT=str(ports["ingestor"]),
+        INGESTOR_MODE="live",
         SYMBOLS="ETH",
-        POLL_INTERVAL_S="1",
-        RETRY_INITIAL_S="0.1",
-        CRYPTOCOMPARE_BASE_URL=f"http://127.0.0.1:{emulator_port}",
+        INGESTOR_POLL_INTERVAL_S="1",
+        INGESTOR_RETRY_INITIAL_S="0.1",
+        INGESTOR_CRYPTOCOMPARE_BASE_URL=f"http://127.0.0.1:{emulator_port}",
     )
-    pipe.service("validator", METRICS_PORT=str(ports["validator"]))
-    pipe.service("featurizer", METRICS_PORT=str(ports["featurizer"]), FEATURIZER_WEB_PORT="0")
-    pipe.service("predictor", PREDICTOR_PORT=str(ports["predictor"]), PSI_WINDOW="1440")
+    pipe.service("validator", VALIDATOR_METRICS_PORT=str(ports["validator"]))
+    pipe.service(
+        "featurizer", FEATURIZER_METRICS_PORT=str(ports["featurizer"]), FEATURIZER_WEB_PORT="0"
+    )
+    pipe.service("predictor", PREDICTOR_PORT=str(ports["predictor"]), PREDICTOR_PSI_WINDOW="1440")
     pipe.start(
         "lag-exporter",
         [py, "-m", "services.lag_exporter"],
-        METRICS_PORT=str(ports["kafka-lag"]),
-        LAG_POLL_INTERVAL_S="1",
+        LAG_EXPORTER_METRICS_PORT=str(ports["kafka-lag"]),
+        LAG_EXPORTER_POLL_INTERVAL_S="1",
     )
 
 

@@ -53,9 +53,10 @@ def trained(mlflow_server, tmp_path_factory) -> tuple[Settings, str]:
             kafka_bootstrap_servers=b.bootstrap,
             mlflow_tracking_uri=mlflow_server.uri,
             model_name=name,
-            xgb_threads=1,
         )
-        ts = TrainerSettings(xgb_rounds=80, dvc_enabled=False, datasets_dir=tmp / "datasets")
+        ts = TrainerSettings(
+            xgb_rounds=80, dvc_enabled=False, datasets_dir=tmp / "datasets", xgb_threads=1
+        )
         out = train_and_register(candles("2023-07-01", 40), s, ts, promote=False)
     client = registry.client(s)
     for alias in registry.ALIASES:
@@ -161,8 +162,8 @@ async def test_replayed_week_one_prediction_per_warm_vector(
         "MLFLOW_TRACKING_URI": model_settings.mlflow_tracking_uri,
         "MODEL_NAME": model_settings.model_name,
         "PREDICTOR_PORT": str(port),
-        "MODEL_WAIT_S": "1",
-        "REALIZED_OFFSET_RESET": "earliest",
+        "PREDICTOR_MODEL_WAIT_S": "1",
+        "PREDICTOR_REALIZED_OFFSET_RESET": "earliest",
     }
     proc = start_predictor(env, tmp_path / "predictor.log")
     base = f"http://127.0.0.1:{port}"
@@ -280,11 +281,13 @@ async def test_hot_reload_under_load_fails_no_request(trained, settings, tmp_pat
         update={
             "mlflow_tracking_uri": model_settings.mlflow_tracking_uri,
             "model_name": model_settings.model_name,
-            "admin_api_key": SecretStr(ADMIN_KEY),
         }
     )
     service = build_service(
-        s, PredictorSettings(model_poll_s=3600, realized_offset_reset="earliest")
+        s,
+        PredictorSettings(
+            model_poll_s=3600, realized_offset_reset="earliest", admin_api_key=SecretStr(ADMIN_KEY)
+        ),
     )
     server = uvicorn.Server(
         uvicorn.Config(

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from devstack.broker import free_port, port_open
+from services.common.settings import metrics_off_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -37,7 +38,7 @@ def test_up_status_down(tmp_path: Path) -> None:
         "BROKER_PORT": str(ports["broker"]),
         "PREDICTOR_PORT": str(ports["predictor"]),
         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{ports['mlflow']}",
-        "METRICS_PORT": "0",
+        **metrics_off_env(),
     }
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
     up = subprocess.Popen(

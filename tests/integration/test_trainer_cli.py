@@ -67,11 +67,11 @@ def test_train_then_evaluate_a_later_period(
     env = service_env | {
         "MLFLOW_TRACKING_URI": mlflow_server.uri,
         "MODEL_NAME": model_name,
-        "XGB_THREADS": "1",
-        "XGB_ETA": "0.06",
-        "TRAIN_STEP_MINUTES": "60",
-        "DATASETS_DIR": str(repo / "data" / "datasets"),
-        "DVC_REMOTE": str(tmp_path / "remote"),
+        "TRAINER_XGB_THREADS": "1",
+        "TRAINER_XGB_ETA": "0.06",
+        "TRAINER_TRAIN_STEP_MINUTES": "60",
+        "TRAINER_DATASETS_DIR": str(repo / "data" / "datasets"),
+        "TRAINER_DVC_REMOTE": str(tmp_path / "remote"),
     }
 
     trained = run(["train", "--data", str(train_file), "--json"], env)

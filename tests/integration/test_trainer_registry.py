@@ -34,7 +34,6 @@ def make_settings(uri: str) -> Settings:
         mlflow_tracking_uri=uri,
         model_name=f"test-{uuid.uuid4().hex[:8]}",
         kafka_bootstrap_servers="127.0.0.1:1",
-        xgb_threads=1,
     )
 
 
@@ -45,6 +44,7 @@ def trainer_settings(tmp_path: Path, **kw: object) -> TrainerSettings:
         "xgb_rounds": 400,
         "xgb_eta": 0.06,
         "train_step_minutes": 60,
+        "xgb_threads": 1,
     }
     return TrainerSettings(**(base | kw))
 

@@ -115,7 +115,7 @@ async def test_two_year_file_yields_every_candle_and_counts_the_gap(
 ) -> None:
     await kafka.ensure_topics(settings)
     port = free_port()
-    validator_proc.env["METRICS_PORT"] = str(port)
+    validator_proc.env["VALIDATOR_METRICS_PORT"] = str(port)
     validator_proc.start()  # joins its group while the file is read and produced
     batches = list(real_batches())
     times = [row["time"] for b in batches for row in b.candles]

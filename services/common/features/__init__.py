@@ -15,6 +15,7 @@ from services.common.features.spec import (
     FEATURE_SET_NAME,
     FEATURE_VERSION,
     HISTORY_MINUTES,
+    HORIZON_MINUTES,
     WARMUP_MINUTES,
 )
 
@@ -24,6 +25,7 @@ __all__ = [
     "FEATURE_SET_NAME",
     "FEATURE_VERSION",
     "HISTORY_MINUTES",
+    "HORIZON_MINUTES",
     "WARMUP_MINUTES",
     "FeatureRow",
     "OnlineFeatures",

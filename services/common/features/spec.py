@@ -24,6 +24,10 @@ FEATURE_SET_NAME = "rv60"
 MINUTE = 60
 HOUR_MINUTES = 60
 
+HORIZON_MINUTES = 60
+"""The target: realized volatility of minutes t+1..t+H. Read by the trainer (labels) and the
+predictor (when a forecast resolves); one constant, so they cannot disagree."""
+
 RV_WINDOWS = (5, 15, 30, 60, 240, 1440)
 """Realized volatility windows (minutes)."""
 HAR_HOURS = (1, 4, 24, 168)

@@ -25,11 +25,13 @@ ServiceDep = Annotated["Service", Depends(get_service)]
 async def require_admin(
     service: ServiceDep, key: Annotated[str | None, Security(_api_key)]
 ) -> None:
-    """Admin calls need ``X-API-Key`` equal to ``ADMIN_API_KEY``: missing 401, wrong 403;
+    """Admin calls need ``X-API-Key`` equal to ``PREDICTOR_ADMIN_API_KEY``: missing 401, wrong 403;
     with no key configured the admin API is disabled (503)."""
-    configured = service.settings.admin_api_key
+    configured = service.psettings.admin_api_key
     if configured is None or not configured.get_secret_value():
-        raise HTTPException(503, "admin API disabled: ADMIN_API_KEY is not set on the server")
+        raise HTTPException(
+            503, "admin API disabled: PREDICTOR_ADMIN_API_KEY is not set on the server"
+        )
     if not key:
         raise HTTPException(401, "missing X-API-Key header", headers={"WWW-Authenticate": "APIKey"})
     if not hmac.compare_digest(key.encode(), configured.get_secret_value().encode()):

@@ -50,7 +50,7 @@ async def get_model(service: ServiceDep) -> ModelsInfo:
 _ADMIN_ERRORS = {
     401: {"model": ErrorBody, "description": "missing X-API-Key"},
     403: {"model": ErrorBody, "description": "wrong X-API-Key"},
-    503: {"model": ErrorBody, "description": "admin API disabled (no ADMIN_API_KEY)"},
+    503: {"model": ErrorBody, "description": "admin API disabled (no PREDICTOR_ADMIN_API_KEY)"},
 }
 
 

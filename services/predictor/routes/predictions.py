@@ -10,6 +10,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from services.common.features import HORIZON_MINUTES
 from services.common.schemas import SYMBOL_PATTERN, FeatureVector, Prediction, now
 from services.predictor.api import MAX_TIME, ErrorBody, PredictionList, PredictRequest
 from services.predictor.core import feature_matrix, to_predictions
@@ -138,6 +139,5 @@ async def predict(request: Request) -> Response:
         ingested_at=None,
         emitted_at=now(),
     )
-    horizon = service.psettings.horizon_minutes
-    pred = to_predictions([fv], np.array([log_rv]), b, "champion", horizon)[0]
+    pred = to_predictions([fv], np.array([log_rv]), b, "champion", HORIZON_MINUTES)[0]
     return Response(pred.to_bytes(), media_type=JSON)

@@ -10,7 +10,7 @@ from services.featurizer.transport import Consumer, Transport
 
 async def test_volstream_transport_sets_the_fetch_wait() -> None:
     settings = Settings(kafka_bootstrap_servers="127.0.0.1:1,127.0.0.1:2")
-    fs = FeaturizerSettings(featurizer_fetch_max_wait_ms=7, featurizer_web_port=0)
+    fs = FeaturizerSettings(fetch_max_wait_ms=7, web_port=0)
     app = build(settings, fs)
     assert isinstance(app.transport, Transport)
     assert isinstance(app.consumer, Consumer)

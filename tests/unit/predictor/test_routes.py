@@ -17,8 +17,7 @@ KEY = "s3cret-admin-key"
 
 @pytest.fixture()
 async def service(registry):
-    settings = Settings(admin_api_key=SecretStr(KEY))
-    svc = build_service(settings, PredictorSettings(), registry)
+    svc = build_service(Settings(), PredictorSettings(admin_api_key=SecretStr(KEY)), registry)
     assert await svc.holder.reload()
     return svc
 
@@ -138,11 +137,11 @@ async def test_model_info_and_admin_reload(
 
 
 async def test_admin_disabled_without_a_key(registry) -> None:
-    svc = build_service(Settings(admin_api_key=None), PredictorSettings(), registry)
+    svc = build_service(Settings(), PredictorSettings(admin_api_key=None), registry)
     transport = httpx.ASGITransport(app=create_app(svc))
     async with httpx.AsyncClient(transport=transport, base_url="http://p") as c:
         r = await c.post("/model/reload", headers={"X-API-Key": "anything"})
-    assert r.status_code == 503 and "ADMIN_API_KEY" in r.json()["detail"]
+    assert r.status_code == 503 and "PREDICTOR_ADMIN_API_KEY" in r.json()["detail"]
 
 
 async def test_http_metrics_by_route_template(client) -> None:

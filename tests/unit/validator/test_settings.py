@@ -14,7 +14,7 @@ def test_defaults_are_the_documented_gate() -> None:
 
 
 def test_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("METRICS_PORT", "0")
+    monkeypatch.setenv("VALIDATOR_METRICS_PORT", "0")
     monkeypatch.setenv("VALIDATOR_RECORD_POLICY", "drop")
     monkeypatch.setenv("VALIDATOR_MAX_INVALID_FRACTION", "0.05")
     monkeypatch.setenv("VALIDATOR_MAX_LOG_RETURN", "0.3")
