@@ -17,6 +17,7 @@ import services.predictor.cli
 import services.validator.cli
 import trainer.cli
 from devstack import emulator, inspect_cmds, stack
+from devstack.data_fetch import cli as data_fetch_cli
 
 app = typer.Typer(
     name="volstream",
@@ -36,6 +37,7 @@ services.featurizer.batch.register(app)
 services.predictor.cli.register(app)
 trainer.cli.register(app)
 monitoring.report.register(app)
+data_fetch_cli.register(app)
 
 
 if __name__ == "__main__":

@@ -59,13 +59,28 @@ def write_candles(data_dir: Path, candles: Iterable[Candle]) -> int:
     groups: dict[tuple[str, str], list[Candle]] = {}
     for c in candles:
         groups.setdefault((c.symbol, utc_day(c.time)), []).append(c)
-    return sum(_merge_day(day_dir(data_dir, s, d), cs) for (s, d), cs in groups.items())
-
-
-def _merge_day(directory: Path, candles: list[Candle]) -> int:
-    new = pd.DataFrame(
-        [[getattr(c, f) for f in CANDLE_FIELDS] for c in candles], columns=list(CANDLE_FIELDS)
+    return sum(
+        _merge_day(
+            day_dir(data_dir, s, d),
+            pd.DataFrame(
+                [[getattr(c, f) for f in CANDLE_FIELDS] for c in cs], columns=list(CANDLE_FIELDS)
+            ),
+        )
+        for (s, d), cs in groups.items()
     )
+
+
+def write_frame(data_dir: Path, symbol: str, frame: pd.DataFrame) -> int:
+    """Merge one symbol's candles (a frame of the Candle columns) into its day files, as
+    ``write_candles`` does; returns how many rows are new. For bulk loads (``data fetch``)."""
+    days = pd.to_datetime(frame["time"], unit="s", utc=True).dt.strftime("%Y-%m-%d")
+    return sum(
+        _merge_day(day_dir(data_dir, symbol, str(d)), part[list(CANDLE_FIELDS)])
+        for d, part in frame.groupby(days, sort=True)
+    )
+
+
+def _merge_day(directory: Path, new: pd.DataFrame) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / FILE_NAME
     with _locked(directory):

@@ -1,0 +1,1 @@
+"""``volstream data``: real minute candles from public archives (see docs/data.md)."""
