@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
 
-from services.common.settings import REPO_ROOT
+from services.common.settings import REPO_ROOT, component_config
 
 PUBLIC_BASE_URL = "https://data.binance.vision"
 
@@ -15,7 +15,7 @@ PUBLIC_BASE_URL = "https://data.binance.vision"
 class DataFetchSettings(BaseSettings):
     """Frozen, read once by the CLI and passed around."""
 
-    model_config = SettingsConfigDict(env_prefix="DATA_FETCH_", frozen=True, extra="ignore")
+    model_config = component_config("DATA_FETCH_")
 
     base_url: str = PUBLIC_BASE_URL
     """``DATA_FETCH_BASE_URL``: the archive host (Binance's public data, or a mirror)."""
