@@ -120,6 +120,19 @@ class DeadLetterReason(Message):
     index: int | None = Field(default=None, description="row index inside a batch, if any")
 
 
+def letter_id(
+    topic: str | None, partition: int | None, offset: int | None, index: int | None = None
+) -> str | None:
+    """A dead letter's deterministic key, or None when its source position is unknown.
+
+    >>> letter_id("ticks.raw", 0, 41, 7), letter_id("ticks.raw", 0, 41), letter_id("x", None, 1)
+    ('ticks.raw:0:41:7', 'ticks.raw:0:41:-', None)
+    """
+    if topic is None or partition is None or offset is None:
+        return None
+    return f"{topic}:{partition}:{offset}:{'-' if index is None else index}"
+
+
 class DeadLetter(Message):
     """A rejected message, its original bytes preserved, with where it came from and why."""
 
@@ -133,10 +146,28 @@ class DeadLetter(Message):
     event_time: int | None = Field(default=None, description="candle time, when known")
     dead_at: float = Field(default_factory=now, description="when it was dead-lettered")
     payload_b64: str = Field(description="the original message value, base64")
+    letter_id: str | None = Field(
+        default=None,
+        description="deterministic key: source topic, partition, offset and row index; a"
+        " restarted stage publishes at most one letter per id",
+    )
+    emitted: dict[str, float] | None = Field(
+        default=None,
+        description="reason `revised`: the values already emitted on ticks.clean for this"
+        " candle (the payload holds the new ones)",
+    )
 
     @classmethod
-    def wrap(cls, payload: bytes, **fields: Any) -> DeadLetter:
-        """Build a dead letter around original bytes."""
+    def wrap(cls, payload: bytes, index: int | None = None, **fields: Any) -> DeadLetter:
+        """Build a dead letter around original bytes; its ``letter_id`` comes from where the
+        bytes were read (and the row ``index`` inside a batch), when that is known."""
+        if "letter_id" not in fields:
+            fields["letter_id"] = letter_id(
+                fields.get("source_topic"),
+                fields.get("source_partition"),
+                fields.get("source_offset"),
+                index,
+            )
         return cls(payload_b64=base64.b64encode(payload).decode(), **fields)
 
     def payload(self) -> bytes:

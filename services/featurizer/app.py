@@ -23,7 +23,7 @@ import faust
 from aiokafka import AIOKafkaProducer
 from faust.types import TP
 
-from services.common import kafka
+from services.common import kafka, ledger
 from services.common.committer import Committer
 from services.common.settings import Settings
 from services.common.topics import FEATURES, TICKS_CLEAN, TICKS_DLQ
@@ -95,6 +95,7 @@ class StreamFeaturizer:
         self.producer: AIOKafkaProducer | None = None
         self.committer: Committer | None = None
         self._crash: asyncio.Future[None] | None = None
+        self.letters = ledger.Ledger(settings, TICKS_CLEAN)  # dead letters once per id
 
     async def start(self) -> None:
         self.producer = kafka.make_producer(self.settings)
@@ -117,6 +118,7 @@ class StreamFeaturizer:
         """Drop the state of partitions this worker no longer owns."""
         mine = {tp.partition for tp in assigned if tp.topic == TICKS_CLEAN}
         self.engine.retain(mine)
+        self.letters.forget()
         metrics.STATE_PARTITIONS.set(len(self.engine.partitions))
         metrics.STATE_SYMBOLS.set(self.engine.symbol_count)
         log.info("partitions assigned", extra={"topic": TICKS_CLEAN, "partitions": sorted(mine)})
@@ -167,9 +169,9 @@ class StreamFeaturizer:
         assert self.producer is not None, "start() first"
         keyed = [(v.symbol.encode(), encode_vector(v)) for v in out.features]
         futures = await kafka.queue_packed(self.producer, FEATURES, keyed)
-        for d in out.dead:
-            key = (d.symbol or "").encode() or None
-            futures.append(await self.producer.send(TICKS_DLQ, d.to_bytes(), key))
+        for d in await self.letters.fresh(out.dead):
+            key, value = ledger.record(d)
+            futures.append(await self.producer.send(TICKS_DLQ, value, key))
             log.warning(
                 "dead-lettered",
                 extra={

@@ -18,7 +18,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError
 from aiokafka.structs import TopicPartition
 
-from services.common import kafka
+from services.common import kafka, ledger
 from services.common.schemas import DeadLetterReason
 from services.common.settings import Settings
 from services.common.topics import TICKS_CLEAN, TICKS_DLQ, TICKS_RAW
@@ -33,14 +33,16 @@ log = logging.getLogger(__name__)
 class _ForgetOnAssign(ConsumerRebalanceListener):
     """After a rebalance another instance may have emitted for our symbols: re-read the marks."""
 
-    def __init__(self, marks: Marks) -> None:
+    def __init__(self, marks: Marks, letters: ledger.Ledger) -> None:
         self.marks = marks
+        self.letters = letters
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         return None
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         self.marks.forget()
+        self.letters.forget()
 
 
 class Validator:
@@ -62,6 +64,7 @@ class Validator:
         self.consumer: AIOKafkaConsumer
         self.producer: AIOKafkaProducer
         self.marks: Marks
+        self.letters = ledger.Ledger(settings, TICKS_RAW)
 
     async def start(self) -> None:
         """Create the topics if needed, then the clients; join the group."""
@@ -69,8 +72,10 @@ class Validator:
         self.consumer = kafka.make_consumer(group_id=self.options.group_id, settings=self.settings)
         self.producer = kafka.make_producer(self.settings)
         reader = kafka.make_consumer(group_id=None, settings=self.settings)
-        self.marks = Marks(reader, TICKS_CLEAN, self.options.recover_window)
-        self.consumer.subscribe([TICKS_RAW], listener=_ForgetOnAssign(self.marks))
+        self.marks = Marks(
+            reader, TICKS_CLEAN, self.options.recover_window, self.options.revision_window_s
+        )
+        self.consumer.subscribe([TICKS_RAW], listener=_ForgetOnAssign(self.marks, self.letters))
         await asyncio.gather(self.consumer.start(), self.producer.start(), reader.start())
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -111,17 +116,20 @@ class Validator:
         if isinstance(batch, DeadLetterReason):
             verdict = core.malformed(payload, source, batch)
         else:
-            mark = await self.marks.get(batch.symbol)
-            verdict = core.judge_batch(batch, payload, source, mark, self.rules, self.clock())
-            if verdict.mark is not None:
-                self.marks.set(batch.symbol, verdict.mark)
+            history = await self.marks.get(batch.symbol)
+            verdict = core.judge_batch(batch, payload, source, history, self.rules, self.clock())
+            if verdict.history is not None:
+                self.marks.set(batch.symbol, verdict.history)
         _log_verdict(verdict, source)
         return verdict
 
     async def send(self, verdicts: list[core.Verdict]) -> None:
-        """Send candles (keyed by symbol) and dead letters together; raise unless all are acked."""
+        """Send candles (keyed by symbol) and dead letters together; raise unless all are acked.
+
+        A dead letter whose id is already on ticks.dlq (sent before a crash) is not sent again."""
         clean = [(v.symbol.encode(), c) for v in verdicts if v.symbol for c in v.clean]
-        letters = [(None, d.to_bytes()) for v in verdicts for d in v.dead_letters]
+        fresh = await self.letters.fresh([d for v in verdicts for d in v.dead_letters])
+        letters = [ledger.record(d) for d in fresh]
         await asyncio.gather(
             kafka.send_batch_packed(self.producer, TICKS_CLEAN, clean),
             kafka.send_batch_packed(self.producer, TICKS_DLQ, letters),
@@ -134,6 +142,7 @@ class Validator:
         except CommitFailedError as exc:
             log.warning("commit failed after a rebalance; the batch will replay", exc_info=exc)
             self.marks.forget()
+            self.letters.forget()
 
 
 def _log_verdict(v: core.Verdict, source: core.Source) -> None:

@@ -5,9 +5,16 @@ Every record of a batch ends in exactly one bucket (conservation)::
     clean + dead-lettered + dropped + duplicates == records in the batch
 
 A message that is not JSON or not a RawBatch has no records; it becomes one dead letter with its
-original bytes. A batch that fails the gate is one dead letter holding every record. Clean records
-are deduplicated against the symbol's :class:`Mark` (the last emitted candle), so a replayed batch
-emits nothing twice.
+original bytes. A batch that fails the gate is one dead letter holding every record.
+
+Each symbol's :class:`History` (its :class:`Mark`, the last emitted candle, and the values emitted
+for every minute of the last ``window_s``) decides a row at or before the mark:
+
+- the same values as emitted: a counted ``duplicate`` (live polling re-fetches the last hour);
+- other values than emitted: a dead letter ``revised``, carrying both (the stream keeps the first
+  values, see docs/reliability.md for the batch path);
+- a minute inside the history that was never emitted: a dead letter ``late``;
+- a minute older than the history: counted ``duplicate`` / ``unverified`` (nothing to compare).
 
     >>> rows = [{"time": 60 * i, "open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0,
     ...          "volumefrom": 0.0, "volumeto": 0.0} for i in (1, 2, 5)]
@@ -16,9 +23,16 @@ emits nothing twice.
     >>> v = judge(raw, Source("ticks.raw", 0, 7), None, Rules(), now=1000.0)
     >>> v.outcome, len(v.clean), v.mark, v.gap_minutes
     ('accepted', 3, Mark(time=300, close=1.0), 2.0)
-    >>> again = judge(raw, Source("ticks.raw", 0, 8), v.mark, Rules(), now=1000.0)
+    >>> again = judge(raw, Source("ticks.raw", 0, 8), v.history, Rules(), now=1000.0)
     >>> again.outcome, len(again.clean), again.duplicates, again.balanced()
     ('accepted', 0, 3, True)
+    >>> revised = [{**rows[1], "close": 0.9, "low": 0.9}, {**rows[0], "time": 180}]
+    >>> raw = RawBatch(batch_id="BTC:120:180", symbol="BTC", source="live", fetched_at=9.0,
+    ...                candles=revised).to_bytes()
+    >>> late = judge(raw, Source("ticks.raw", 0, 9), v.history, Rules(), now=1000.0)
+    >>> [(d.codes, d.event_time, d.emitted["close"] if d.emitted else None)
+    ...  for d in late.dead_letters]
+    [(['revised'], 120, 1.0), (['late'], 180, None)]
 """
 
 from __future__ import annotations
@@ -26,6 +40,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -65,6 +80,49 @@ class Mark:
     close: float
 
 
+#: A candle's values in :data:`rules.NUMBERS` order: what "the same candle" means.
+Values = tuple[float, ...]
+#: How long the validator remembers what it emitted (``VALIDATOR_REVISION_WINDOW_S``).
+WINDOW_S = 86_400
+
+
+def values_of(row: Mapping[str, Any]) -> Values:
+    """A row's (or an emitted candle's) values, as floats, in :data:`rules.NUMBERS` order."""
+    return tuple(float(row[f]) for f in r.NUMBERS)
+
+
+@dataclass(frozen=True)
+class History:
+    """What the validator emitted for one symbol: the mark and each minute's values.
+
+    ``values`` holds every emitted minute from ``since`` on (in time order); a minute at or after
+    ``since`` that is missing was never emitted. ``since`` trails the mark by ``window_s``.
+    """
+
+    mark: Mark | None = None
+    values: Mapping[int, Values] = field(default_factory=dict)
+    since: int = 0
+    window_s: int = WINDOW_S
+
+    @classmethod
+    def of(cls, mark: Mark | History | None, window_s: int = WINDOW_S) -> History:
+        """A history from a bare mark knows nothing before it (all its past is unverified)."""
+        if isinstance(mark, History):
+            return mark
+        return cls(mark, {}, 0 if mark is None else mark.time + 1, window_s)
+
+    def advanced(self, emitted: Mapping[int, Values], mark: Mark) -> History:
+        """A new history with ``emitted`` (newer than the mark, in time order) added, and what
+        fell out of the window forgotten."""
+        values = {**self.values, **emitted}
+        horizon = mark.time - self.window_s
+        for t in list(values):  # time order: stop at the first one inside the window
+            if t >= horizon:
+                break
+            del values[t]
+        return History(mark, values, max(self.since, horizon), self.window_s)
+
+
 @dataclass(frozen=True)
 class Source:
     """Where a message came from, copied onto its dead letters."""
@@ -88,6 +146,7 @@ class Verdict:
     counts: Counter[tuple[str, str]] = field(default_factory=Counter)
     mark: Mark | None = None
     gaps: list[tuple[int, int, float]] = field(default_factory=list)
+    history: History | None = None
 
     @property
     def gap_minutes(self) -> float:
@@ -96,7 +155,8 @@ class Verdict:
 
     @property
     def duplicates(self) -> int:
-        return self.counts[("duplicate", "duplicate")]
+        """Rows not emitted because that minute was (or may have been) emitted before."""
+        return self.total("duplicate")
 
     def total(self, outcome: str) -> int:
         """Records with this outcome (clean, dead_letter, dropped, duplicate)."""
@@ -163,7 +223,9 @@ def _validate(doc: Any) -> RawBatch:
     return RawBatch.model_validate(doc)
 
 
-def judge(payload: bytes, source: Source, mark: Mark | None, rules: Rules, now: float) -> Verdict:
+def judge(
+    payload: bytes, source: Source, mark: History | Mark | None, rules: Rules, now: float
+) -> Verdict:
     """The full verdict on one ticks.raw message (never raises on bad input)."""
     batch = parse(payload)
     if isinstance(batch, DeadLetterReason):
@@ -182,9 +244,13 @@ def _letter(
     reasons: list[DeadLetterReason],
     symbol: str | None = None,
     event_time: int | None = None,
+    index: int | None = None,
+    emitted: dict[str, float] | None = None,
 ) -> DeadLetter:
     return DeadLetter.wrap(
         payload,
+        index,
+        emitted=emitted,
         stage=STAGE,
         reasons=reasons,
         source_topic=source.topic,
@@ -202,13 +268,18 @@ class _Pass:
     Also notes what the gate needs (time order, newest time), so rows are walked only once.
     """
 
-    def __init__(self, batch: RawBatch, mark: Mark | None, rules: Rules, now: float) -> None:
-        self.batch, self.rules, self.now = batch, rules, now
+    def __init__(self, batch: RawBatch, history: History, rules: Rules, now: float) -> None:
+        self.batch, self.rules, self.now, self.history = batch, rules, now, history
+        mark = history.mark
         self.t: int | None = mark.time if mark else None
         self.close = mark.close if mark else 0.0
         self.clean: list[bytes] = []
+        self.emitted: dict[int, Values] = {}  # this batch's clean rows
         self.bad: list[tuple[int, list[DeadLetterReason]]] = []
+        #: rows that are sound but not new: ``revised`` (with the emitted values) or ``late``
+        self.past: list[tuple[int, DeadLetterReason, Values | None]] = []
         self.duplicates = 0
+        self.unverified = 0
         self.gaps: list[tuple[int, int, float]] = []
         self.last_row: dict[str, Any] | None = None  # the last clean row of this batch
         self.seen: int | None = None  # the last usable time seen, clean or not
@@ -247,7 +318,7 @@ class _Pass:
         if not found:
             t = row["time"]
             if self.t is not None and t <= self.t:
-                self.duplicate(i, row, t)
+                self.older(i, row, t, sound)
                 return
             if not sound:
                 found = r.value_reasons(row) + r.time_reasons(t, interval, self.now)
@@ -257,6 +328,7 @@ class _Pass:
             self.bad.append((i, [x.model_copy(update={"index": i}) for x in found]))
             return
         self.clean.append(encode_candle(self.batch.symbol, row, self.batch.fetched_at))
+        self.emitted[row["time"]] = values_of(row)
         self.t, self.close, self.last_row = row["time"], float(row["close"]), row
 
     def jump(self, close: float, t: int) -> list[DeadLetterReason]:
@@ -272,21 +344,51 @@ class _Pass:
             self.gaps.append((self.t, t, (elapsed - 1) * self.batch.interval_s / 60))
         return []
 
-    def duplicate(self, i: int, row: dict[str, Any], t: int) -> None:
-        """A time already emitted: a counted duplicate, or a conflict inside this batch."""
-        last = self.last_row
-        if last is not None and t == self.t and any(row[f] != last[f] for f in r.NUMBERS):
+    def older(self, i: int, row: dict[str, Any], t: int, sound: bool) -> None:
+        """A time at or before the mark: duplicate, revised, late, bad, or unverified."""
+        values = values_of(row)
+        emitted = self.emitted.get(t)
+        if emitted is None:
+            emitted = self.history.values.get(t)
+        if emitted == values:
+            self.duplicates += 1
+            return
+        found = [] if sound else r.value_reasons(row) + r.time_reasons(t, self.interval, self.now)
+        if found:
+            self.bad.append((i, [x.model_copy(update={"index": i}) for x in found]))
+        elif t in self.emitted:
             why = f"time {t} already emitted in this batch with other values"
             self.bad.append((i, [r.reason(r.CONFLICTING_DUPLICATE, why, i)]))
+        elif emitted is not None:
+            why = f"time {t} was emitted with {_show(emitted)}; now {_show(values)}"
+            self.past.append((i, r.reason(r.REVISED, why, i), emitted))
+        elif t >= self.history.since:
+            assert self.t is not None
+            why = f"time {t} is before the symbol's last emitted {self.t} and was never emitted"
+            self.past.append((i, r.reason(r.LATE, why, i), None))
         else:
-            self.duplicates += 1
+            self.unverified += 1
+
+    @property
+    def interval(self) -> int:
+        return self.batch.interval_s
+
+
+def _show(values: Values) -> str:
+    """Values as ``open=1.0 high=...`` for a reason message."""
+    return " ".join(f"{f}={v:g}" for f, v in zip(r.NUMBERS, values, strict=True))
 
 
 def judge_batch(
-    batch: RawBatch, payload: bytes, source: Source, mark: Mark | None, rules: Rules, now: float
+    batch: RawBatch,
+    payload: bytes,
+    source: Source,
+    mark: History | Mark | None,
+    rules: Rules,
+    now: float,
 ) -> Verdict:
     """Run every row through the rules and dedup, then the batch gate decides."""
-    state = _Pass(batch, mark, rules, now).run()
+    state = _Pass(batch, History.of(mark), rules, now).run()
     gate = gate_reasons(batch, state, rules, now)
     verdict = Verdict(
         outcome="rejected" if gate else "accepted",
@@ -306,15 +408,28 @@ def judge_batch(
 def _accept(verdict: Verdict, batch: RawBatch, source: Source, state: _Pass, rules: Rules) -> None:
     """Fill a passing batch's verdict: clean rows, row-level rejects by policy, duplicates."""
     verdict.clean, verdict.mark, verdict.gaps = state.clean, state.mark, state.gaps
+    if state.mark is not None:
+        verdict.history = (
+            state.history.advanced(state.emitted, state.mark) if state.emitted else state.history
+        )
     verdict.counts[("clean", "ok")] += len(state.clean)
     if state.duplicates:
         verdict.counts[("duplicate", "duplicate")] += state.duplicates
+    if state.unverified:
+        verdict.counts[("duplicate", "unverified")] += state.unverified
+    for i, why, emitted in state.past:  # never dropped: the batch path may want them
+        verdict.counts[("dead_letter", why.code)] += 1
+        row = batch.candles[i]
+        was = None if emitted is None else dict(zip(r.NUMBERS, emitted, strict=True))
+        verdict.dead_letters.append(
+            _letter(row_bytes(row), source, [why], batch.symbol, row["time"], i, was)
+        )
     outcome = "dead_letter" if rules.policy == "dead-letter" else "dropped"
     for i, reasons in state.bad:
         verdict.counts[(outcome, reasons[0].code)] += 1
         if outcome == "dead_letter":
             row = batch.candles[i]
-            letter = _letter(row_bytes(row), source, reasons, batch.symbol, r.row_time(row))
+            letter = _letter(row_bytes(row), source, reasons, batch.symbol, r.row_time(row), i)
             verdict.dead_letters.append(letter)
 
 

@@ -1,9 +1,11 @@
-"""The dedup watermarks, recovered from ticks.clean itself: the output is the source of truth.
+"""The dedup watermarks and emitted history, recovered from ticks.clean: the output is the truth.
 
 A crash between producing candles and committing the input offset replays the batch; the candles
-already on ticks.clean set the symbol's mark, so the replay emits nothing twice. A mark is looked
-up lazily, the first time a symbol is seen after start-up or a rebalance, by reading the symbol's
-ticks.clean partition backwards in windows until its last candle turns up.
+already on ticks.clean set the symbol's mark, so the replay emits nothing twice. A symbol's
+:class:`History` is looked up lazily, the first time it is seen after start-up or a rebalance, by
+reading its ticks.clean partition backwards in windows until its last candle turns up, and on
+until a candle older than the history's window (or the partition's start): so the values of
+every minute emitted in the window come back too, and a revision after a restart is still seen.
 
 Tansu reports a partition's end offset as the base offset of its last record batch plus one (see
 shared/MEASURED.md), so the newest window is read until the partition runs dry rather than up to
@@ -19,7 +21,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import murmur2
 from aiokafka.structs import TopicPartition
 
-from services.validator.core import Mark
+from services.validator.core import WINDOW_S, History, Mark, Values, values_of
 
 log = logging.getLogger(__name__)
 
@@ -37,71 +39,98 @@ def partition_for(key: bytes, partitions: int) -> int:
 
 
 class Marks:
-    """Last emitted (time, close) per symbol, each recovered once from the output topic."""
+    """Each symbol's emitted :class:`History`, recovered once from the output topic."""
 
-    def __init__(self, reader: AIOKafkaConsumer, topic: str, window: int = 2000) -> None:
+    def __init__(
+        self,
+        reader: AIOKafkaConsumer,
+        topic: str,
+        window: int = 2000,
+        history_s: int = WINDOW_S,
+    ) -> None:
         self.reader = reader
         self.topic = topic
         self.window = window
-        self._marks: dict[str, Mark | None] = {}
+        self.history_s = history_s
+        self._marks: dict[str, History] = {}
 
     def forget(self) -> None:
-        """Drop every mark (after a rebalance: another instance may have emitted since)."""
+        """Drop every history (after a rebalance: another instance may have emitted since)."""
         self._marks.clear()
 
-    def set(self, symbol: str, mark: Mark) -> None:
-        self._marks[symbol] = mark
+    def set(self, symbol: str, history: History) -> None:
+        self._marks[symbol] = history
 
-    async def get(self, symbol: str) -> Mark | None:
-        """The symbol's mark, read from ticks.clean the first time it is asked for."""
+    async def get(self, symbol: str) -> History:
+        """The symbol's history, read from ticks.clean the first time it is asked for."""
         if symbol not in self._marks:
-            self._marks[symbol] = await self.recover(symbol)
+            found = self._marks[symbol] = await self.recover(symbol)
             log.info(
                 "mark recovered",
-                extra={"symbol": symbol, "mark": self._marks[symbol], "topic": self.topic},
+                extra={
+                    "symbol": symbol,
+                    "mark": found.mark,
+                    "minutes": len(found.values),
+                    "topic": self.topic,
+                },
             )
         return self._marks[symbol]
 
-    async def recover(self, symbol: str) -> Mark | None:
-        """Scan the symbol's partition backwards, window by window, for its newest candle."""
+    async def recover(self, symbol: str) -> History:
+        """Scan the symbol's partition backwards, window by window, until the history is whole."""
         key = symbol.encode()
+        empty = History(window_s=self.history_s)
         parts = self.reader.partitions_for_topic(self.topic)
         if not parts:
             await self.reader.topics()  # refreshes the metadata
             parts = self.reader.partitions_for_topic(self.topic)
         if not parts:
-            return None
+            return empty
         tp = TopicPartition(self.topic, partition_for(key, len(parts)))
         self.reader.assign([tp])
         begin = (await self.reader.beginning_offsets([tp]))[tp]
         end_hint = (await self.reader.end_offsets([tp]))[tp]
         lo, hi = max(begin, end_hint - 1 - self.window), None
+        found: dict[int, tuple[Values, float]] = {}
         while True:
-            found = await self._scan(tp, lo, hi, key)
-            if found is not None or lo <= begin:
-                return found
+            found.update(await self._scan(tp, lo, hi, key))
+            if found:
+                horizon = max(found) - self.history_s
+                if min(found) < horizon:
+                    return self._history(found, horizon)
+            if lo <= begin:
+                return self._history(found, 0) if found else empty
             lo, hi = max(begin, lo - self.window), lo
 
-    async def _scan(self, tp: TopicPartition, lo: int, hi: int | None, key: bytes) -> Mark | None:
-        """The newest candle keyed ``key`` in offsets [lo, hi) (hi None: to the end)."""
+    def _history(self, found: dict[int, tuple[Values, float]], since: int) -> History:
+        """The history of the candles found (``since``: from when the record is whole)."""
+        newest = max(found)
+        horizon = newest - self.history_s
+        values = {t: found[t][0] for t in sorted(found) if t >= horizon}
+        mark = Mark(newest, found[newest][1])
+        return History(mark, values, max(since, horizon), self.history_s)
+
+    async def _scan(
+        self, tp: TopicPartition, lo: int, hi: int | None, key: bytes
+    ) -> dict[int, tuple[Values, float]]:
+        """The candles keyed ``key`` in offsets [lo, hi) (hi None: to the end), by time."""
         self.reader.seek(tp, lo)
-        best: Mark | None = None
+        out: dict[int, tuple[Values, float]] = {}
         while True:
             got = (await self.reader.getmany(tp, timeout_ms=DRY_MS, max_records=5000)).get(tp, [])
             if not got:
-                return best
+                return out
             for rec in got:
                 if hi is not None and rec.offset >= hi:
-                    return best
+                    return out
                 if rec.key == key:
-                    best = _newer(best, rec.value)
+                    _add(out, rec.value)
 
 
-def _newer(best: Mark | None, value: bytes | None) -> Mark | None:
-    """The later of ``best`` and the candle in ``value`` (a non-candle is ignored)."""
+def _add(out: dict[int, tuple[Values, float]], value: bytes | None) -> None:
+    """Note the candle in ``value`` (a non-candle is ignored)."""
     try:
         doc = orjson.loads(value or b"")
-        mark = Mark(int(doc["time"]), float(doc["close"]))
+        out[int(doc["time"])] = (values_of(doc), float(doc["close"]))
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-        return best
-    return mark if best is None or mark.time > best.time else best
+        return

@@ -30,6 +30,10 @@ MISALIGNED_TIME = "misaligned_time"
 FUTURE_TIME = "future_time"
 IMPLAUSIBLE_JUMP = "implausible_jump"
 CONFLICTING_DUPLICATE = "conflicting_duplicate"
+#: A minute already emitted, now with other values (the source revised it).
+REVISED = "revised"
+#: A minute before the last emitted one that was never emitted (arrived out of order).
+LATE = "late"
 
 # Message- and batch-level codes (the whole RawBatch).
 NOT_JSON = "not_json"
@@ -50,6 +54,8 @@ RECORD_CODES = (
     FUTURE_TIME,
     IMPLAUSIBLE_JUMP,
     CONFLICTING_DUPLICATE,
+    REVISED,
+    LATE,
 )
 BATCH_CODES = (
     NOT_JSON,

@@ -36,6 +36,11 @@ class ValidatorSettings(BaseSettings):
     """``VALIDATOR_POLL_MAX_RECORDS``: RawBatches per poll (each up to ~2,000 rows)."""
     recover_window: int = Field(default=2000, ge=1)
     """``VALIDATOR_RECOVER_WINDOW``: ticks.clean records read per step when recovering marks."""
+    revision_window_s: int = Field(default=86_400, ge=60)
+    """``VALIDATOR_REVISION_WINDOW_S``: how far back the values of every emitted minute are kept
+    (and recovered from ticks.clean after a restart), so that a re-sent minute with other values
+    is told apart as ``revised`` and a never-emitted one as ``late``; older minutes are counted as
+    ``duplicate`` / ``unverified``. CryptoCompare's live window is an hour; a day covers it."""
 
     def rules(self) -> Rules:
         """The pure core's view of these settings."""

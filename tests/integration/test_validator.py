@@ -272,11 +272,20 @@ async def test_dlq_show_then_replay_after_a_fix_is_idempotent(
     clean = await read_all(settings, TICKS_CLEAN, expect=198 + 98)
     assert len(clean) == 198 + 98 and set(times_of(clean).values()) == {1}
     reg = fixed.registry
-    assert sample(reg, "validator_records_total", outcome="duplicate", reason="duplicate") == 2
+    # the two bad rows replayed on their own are still bad: dead letters again, not duplicates
+    assert all(
+        sample(reg, "validator_records_total", outcome="duplicate", reason=why) == 0
+        for why in ("duplicate", "unverified")
+    )
+    assert (
+        sample(reg, "validator_records_total", outcome="dead_letter", reason="too_many_invalid")
+        == 2
+    )
 
     # replaying everything again emits nothing new; only new letters are re-sent by default
-    # new since the replay: the two rows of the fixed batch (one message) and the garbage again
-    assert await dlq_io.replay_letters(settings, set(), from_start=False, dry_run=True) == (2, 0)
+    # new since the replay: the two rows of the fixed batch (one message), the two old rows
+    # rejected again (one message) and the garbage again
+    assert await dlq_io.replay_letters(settings, set(), from_start=False, dry_run=True) == (3, 0)
     await dlq_io.replay_letters(settings, set(), from_start=True, dry_run=False)
     async with InProcess(settings, max_invalid_fraction=0.05) as again:
         await again.wait_batches(3)
@@ -303,8 +312,39 @@ async def test_marks_scan_back_past_other_symbols(settings: Settings) -> None:
     await reader.start()
     try:
         marks = Marks(reader, TICKS_CLEAN, window=7)
-        assert await marks.get(other) == Mark(T + 240, 54.0)
-        assert await marks.get("BTC") == Mark(T + 60 * 99, 100.0)
-        assert await marks.get("NONE") is None
+        assert (await marks.get(other)).mark == Mark(T + 240, 54.0)
+        btc = await marks.get("BTC")
+        assert btc.mark == Mark(T + 60 * 99, 100.0) and len(btc.values) == 100
+        assert (await marks.get("NONE")).mark is None
     finally:
         await reader.stop()
+
+
+class CrashBeforeCommit(Validator):
+    """Dies after its outputs are acknowledged and before it commits: the window a kill -9 hits
+    when it replays a poll whose dead letters are already on ticks.dlq."""
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        raise RuntimeError("killed between the acks and the commit")
+
+
+async def test_dead_letters_once_when_a_crash_replays_the_poll(settings: Settings) -> None:
+    await kafka.ensure_topics(settings)
+    bad = [broken(good(T + 60 * 300 * i, 300), {7 * i % 300: {"high": 1.0}}) for i in range(6)]
+    payloads = [(b"BTC", b.to_bytes()) for b in bad] + [(b"BTC", b"\x00garbage")]
+    await produce(settings, payloads)
+    for _ in range(2):  # two incarnations die after sending everything, nothing committed
+        crashing = CrashBeforeCommit(
+            settings, ValidatorSettings(metrics_port=0), ValidatorMetrics(CollectorRegistry())
+        )
+        with pytest.raises(RuntimeError, match="killed between"):
+            await crashing.run(asyncio.Event())
+    async with InProcess(settings) as v:
+        await v.wait_batches(len(payloads))
+    letters = [DeadLetter.from_bytes(x) for x in await read_all(settings, TICKS_DLQ, expect=7)]
+    ids = Counter(d.letter_id for d in letters)
+    assert len(ids) == 7 and set(ids.values()) == {1}, ids
+    assert None not in ids
+    assert v.validator.letters.skipped == 7  # the last run judged all 7 again and sent none
+    clean = await read_all(settings, TICKS_CLEAN, expect=6 * 299)
+    assert len(clean) == 6 * 299 and set(times_of(clean).values()) == {1}

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.broker import free_port
 from services.common import kafka
+from services.common.schemas import DeadLetter, RawBatch
 from services.common.settings import Settings
 from services.common.topics import TICKS_CLEAN, TICKS_DLQ
 from tests.integration.test_validator import produce, read_all, real_batches
@@ -141,21 +143,41 @@ async def test_two_year_file_yields_every_candle_and_counts_the_gap(
 async def test_kill_9_mid_stream_then_restart_emits_each_candle_once(
     settings: Settings, validator_proc: ValidatorProcess, shared_data: Path
 ) -> None:
+    """Real candles with a bad row in every batch and garbage in between; two kill -9s: each
+    candle on ticks.clean once, each bad row and the garbage on ticks.dlq once."""
     total = 200_000
     await kafka.ensure_topics(settings)
-    batches = list(real_batches(limit=total))
-    await produce(settings, [(b"BTC", b.to_bytes()) for b in batches])
+    batches = [with_bad_row(b, i) for i, b in enumerate(real_batches(limit=total))]
+    payloads = [(b"BTC", b.to_bytes()) for b in batches]
+    payloads.insert(len(payloads) // 2, (b"BTC", b"\x00garbage"))
+    await produce(settings, payloads)
+    bad_times = {b.candles[i % len(b.candles)]["time"] for i, b in enumerate(batches)}
+    good_times = [row["time"] for b in batches for row in b.candles if row["time"] not in bad_times]
     validator_proc.start()
-    at_kill = await count_until(settings, TICKS_CLEAN, total // 5)
-    validator_proc.kill9()
-    assert at_kill < total, "the validator finished before the kill: nothing was tested"
-    validator_proc.start()
+    for share in (5, 2):  # kill -9 at a fifth, restart, kill -9 again at half, restart
+        at_kill = await count_until(settings, TICKS_CLEAN, len(good_times) // share)
+        validator_proc.kill9()
+        assert at_kill < len(good_times), "the validator finished before the kill"
+        validator_proc.start()
     clean = await read_all(
-        settings, TICKS_CLEAN, expect=total, timeout_s=120, alive=validator_proc.alive
+        settings, TICKS_CLEAN, expect=len(good_times), timeout_s=120, alive=validator_proc.alive
     )
-    assert len(clean) == total
-    expected = [row["time"] for b in batches for row in b.candles]
-    assert [orjson.loads(c)["time"] for c in clean] == expected  # each once, in order
-    assert await read_all(settings, TICKS_DLQ, expect=0, idle_s=1.0) == []
+    assert [orjson.loads(c)["time"] for c in clean] == good_times  # each once, in order
+    letters = [
+        DeadLetter.from_bytes(x)
+        for x in await read_all(settings, TICKS_DLQ, expect=len(batches) + 1, idle_s=2.0)
+    ]
+    by_time = Counter(d.event_time for d in letters if d.event_time is not None)
+    assert by_time == dict.fromkeys(bad_times, 1), "a bad row is missing or doubled on ticks.dlq"
+    assert [d.codes for d in letters if d.event_time is None] == [["not_json"]]
+    assert len({d.letter_id for d in letters}) == len(letters) == len(batches) + 1
     assert '"msg":"mark recovered"' in validator_proc.log.read_text()
     assert validator_proc.stop() == 0  # SIGTERM: finishes the poll, commits, exits cleanly
+
+
+def with_bad_row(batch: RawBatch, i: int) -> RawBatch:
+    """The batch with row ``i`` (mod its length) made impossible: high below the body."""
+    rows = list(batch.candles)
+    j = i % len(rows)
+    rows[j] = {**rows[j], "high": rows[j]["low"] / 2}
+    return batch.model_copy(update={"candles": rows})

@@ -7,13 +7,21 @@ import pytest
 
 from services.common.schemas import Candle, DeadLetter, RawBatch
 from services.validator import rules as r
-from services.validator.core import Mark, Rules, Source, Verdict, encode_candle, judge
+from services.validator.core import (
+    History,
+    Mark,
+    Rules,
+    Source,
+    Verdict,
+    encode_candle,
+    judge,
+)
 from tests.unit.validator.helpers import NOW, T0, batch, row, rows
 
 SRC = Source("ticks.raw", 2, 41, "BTC")
 
 
-def run(raw: RawBatch | bytes, mark: Mark | None = None, **rules: object) -> Verdict:
+def run(raw: RawBatch | bytes, mark: History | Mark | None = None, **rules: object) -> Verdict:
     payload = raw if isinstance(raw, bytes) else raw.to_bytes()
     v = judge(payload, SRC, mark, Rules(**rules), NOW)  # type: ignore[arg-type]
     assert v.balanced()
@@ -129,9 +137,9 @@ def test_identical_duplicates_in_a_batch_are_counted() -> None:
 
 def test_replayed_batch_emits_nothing_and_overlap_emits_only_new() -> None:
     first = run(batch(rows(10)))
-    again = run(batch(rows(10)), mark=first.mark)
+    again = run(batch(rows(10)), mark=first.history)
     assert again.clean == [] and again.duplicates == 10 and again.dead_letters == []
-    overlap = run(batch(rows(15)), mark=first.mark)
+    overlap = run(batch(rows(15)), mark=first.history)
     assert [Candle.from_bytes(b).time for b in overlap.clean] == [
         T0 + 60 * i for i in range(10, 15)
     ]
@@ -156,3 +164,51 @@ def test_row_dead_letter_keeps_the_row_and_its_position() -> None:
     (dl,) = run(batch(candles)).dead_letters
     assert orjson.loads(dl.payload()) == candles[7]
     assert (dl.symbol, dl.event_time, dl.key, dl.reasons[0].index) == ("BTC", T0 + 420, "BTC", 7)
+
+
+def test_revised_minute_is_a_dead_letter_with_both_values() -> None:
+    first = run(batch(rows(10)))
+    changed = {**rows(10)[4], "close": rows(10)[4]["close"] * 1.001}
+    changed["high"] = max(changed["high"], changed["close"])
+    v = run(batch([*rows(10)[:4], changed, *rows(10)[5:], *rows(12)[10:]]), mark=first.history)
+    assert v.outcome == "accepted" and len(v.clean) == 2 and v.duplicates == 9
+    (dl,) = v.dead_letters
+    assert dl.codes == [r.REVISED] and dl.event_time == T0 + 240
+    assert orjson.loads(dl.payload()) == changed
+    assert dl.emitted == {f: float(rows(10)[4][f]) for f in r.NUMBERS}
+    assert dl.letter_id == "ticks.raw:2:41:4" and dl.reasons[0].index == 4
+    assert v.counts[("dead_letter", r.REVISED)] == 1
+
+
+def test_late_minute_is_a_dead_letter_and_a_bad_old_row_keeps_its_own_reason() -> None:
+    candles = rows(10)
+    first = run(batch([c for i, c in enumerate(candles) if i != 3]))
+    bad = {**candles[5], "high": 0.5}
+    v = run(batch([candles[3], bad]), mark=first.history, max_invalid_fraction=1.0)
+    assert [d.codes for d in v.dead_letters] == [[r.LATE], [r.HIGH_BELOW_BODY]]
+    assert v.dead_letters[0].emitted is None and v.dead_letters[0].event_time == T0 + 180
+    assert v.clean == [] and v.history == first.history  # a late minute is not emitted later
+
+
+def test_revised_and_late_rows_never_tip_the_batch_gate_nor_get_dropped() -> None:
+    candles = rows(20)
+    first = run(batch(candles[::2]))  # every other minute emitted
+    v = run(batch(candles), mark=first.history, policy="drop")
+    assert v.outcome == "accepted" and v.counts[("dead_letter", r.LATE)] == 9
+    assert v.counts[("duplicate", "duplicate")] == 10 and v.total("dropped") == 0
+
+
+def test_minutes_older_than_the_window_are_unverified_not_late() -> None:
+    first = run(batch(rows(10)))
+    mark = first.mark
+    assert mark is not None
+    v = run(batch(rows(10)), mark=History(mark, {}, since=mark.time, window_s=60))
+    assert v.counts[("duplicate", "unverified")] == 9 and v.counts[("duplicate", "duplicate")] == 0
+    assert [d.codes for d in v.dead_letters] == [[r.LATE]]  # the one minute inside the window
+
+
+def test_history_keeps_only_its_window() -> None:
+    h = History(window_s=120)
+    for i in range(10):
+        h = h.advanced({60 * i: (1.0,) * 6}, Mark(60 * i, 1.0))
+    assert list(h.values) == [420, 480, 540] and h.since == 420
