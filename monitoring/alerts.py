@@ -231,6 +231,24 @@ PIPELINE: list[Recording | Alert] = [
         signals=("volstream:dead_letter_ratio:rate5m",),
         unit="percentunit",
     ),
+    Recording(
+        "volstream:candle_revision_ratio:rate1h",
+        'sum(rate(validator_records_total{outcome="dead_letter",reason="revised"}[1h]))'
+        ' / sum(rate(validator_records_total{outcome="clean"}[1h]))',
+    ),
+    Alert(
+        "CandleRevisionsHigh",
+        "volstream:candle_revision_ratio:rate1h > {ratio}",
+        {"ratio": 0.02},
+        for_minutes=15,
+        severity="warning",
+        summary="The source revised {{ $value | humanizePercentage }} of the emitted minutes",
+        description="Over the last hour the market-data API re-sent more than the threshold share"
+        " of already emitted minutes with other values (dead letters `revised`). The stream keeps"
+        " the first values; the lake and the next training run need the batch path.",
+        signals=("volstream:candle_revision_ratio:rate1h",),
+        unit="percentunit",
+    ),
     Alert(
         "ConsumerLagHigh",
         "volstream:consumergroup_lag:sum > {messages}",
