@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,22 +163,18 @@ class Pipeline:
 
 async def read_topic(settings: Settings, topic: str, idle_s: float = 2.0) -> list[Record]:
     """Every record of ``topic`` from the beginning, until nothing arrives for ``idle_s``."""
-    consumer = kafka.make_consumer(topic, group_id=None, settings=settings, max_poll_records=20_000)
+    consumer = kafka.make_consumer(group_id=None, settings=settings)
     await consumer.start()
-    out: list[Record] = []
     try:
-        idle_since = time.monotonic()
-        while time.monotonic() - idle_since < idle_s:
-            batch = await consumer.getmany(timeout_ms=200)
-            for tp, records in batch.items():
-                out += [
-                    Record(tp.partition, r.offset, r.key, r.value, r.timestamp) for r in records
-                ]
-            if batch:
-                idle_since = time.monotonic()
+        tps = await kafka.topic_partitions(consumer, topic)
+        until = kafka.Until.idle(int(idle_s * 1000))
+        return [
+            Record(r.partition, r.offset, r.key, r.value, r.timestamp)
+            async for batch in kafka.read_log(consumer, tps, until)
+            for r in batch
+        ]
     finally:
         await consumer.stop()
-    return out
 
 
 async def committed(settings: Settings, group: str, topic: str) -> dict[int, int]:

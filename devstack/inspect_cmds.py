@@ -79,36 +79,36 @@ def tail(
 async def _tail(topic: str, from_beginning: bool, n: int | None, idle_exit: float | None) -> None:
     from services.common import kafka
 
-    consumer = kafka.make_consumer(
-        topic, group_id=None, auto_offset_reset="earliest" if from_beginning else "latest"
-    )
+    consumer = kafka.make_consumer(group_id=None, auto_offset_reset="latest")
     await consumer.start()
     seen = 0
-    idle = 0.0
     try:
-        while n is None or seen < n:
-            batch = await consumer.getmany(timeout_ms=500, max_records=n - seen if n else 1000)
-            if not batch:
-                idle += 0.5
-                if idle_exit is not None and idle >= idle_exit:
-                    return
-                continue
-            idle = 0.0
-            for tp, records in batch.items():
-                for r in records:
-                    try:
-                        value = orjson.loads(r.value) if r.value is not None else None
-                    except orjson.JSONDecodeError:
-                        value = (r.value or b"").decode("utf-8", "replace")
-                    line = {
-                        "topic": tp.topic,
-                        "partition": tp.partition,
-                        "offset": r.offset,
-                        "key": r.key.decode() if r.key else None,
-                        "value": value,
-                    }
-                    sys.stdout.write(orjson.dumps(line).decode() + "\n")
-                    seen += 1
+        waited = 0.0
+        while not (tps := await kafka.topic_partitions(consumer, topic)):
+            if idle_exit is not None and waited >= idle_exit:
+                return
+            await asyncio.sleep(0.5)
+            waited += 0.5
+        start = await consumer.beginning_offsets(tps) if from_beginning else tps
+        idle_ms = None if idle_exit is None else int(idle_exit * 1000)
+        until = kafka.Until.follow() if idle_ms is None else kafka.Until.idle(idle_ms)
+        async for batch in kafka.read_log(consumer, start, until, poll_ms=500):
+            for r in batch[: n - seen if n is not None else None]:
+                try:
+                    value = orjson.loads(r.value) if r.value is not None else None
+                except orjson.JSONDecodeError:
+                    value = (r.value or b"").decode("utf-8", "replace")
+                line = {
+                    "topic": r.topic,
+                    "partition": r.partition,
+                    "offset": r.offset,
+                    "key": r.key.decode() if r.key else None,
+                    "value": value,
+                }
+                sys.stdout.write(orjson.dumps(line).decode() + "\n")
+                seen += 1
             sys.stdout.flush()
+            if n is not None and seen >= n:
+                return
     finally:
         await consumer.stop()

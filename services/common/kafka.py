@@ -6,7 +6,9 @@
   their futures per micro-batch (:func:`send_batch`). A micro-batch's records are all queued
   before the sender task runs, so they batch without a linger, and a linger would add its whole
   length to every hop's latency (record batches built with ``create_batch`` linger too);
-- topics: created up front, idempotently, with explicit partition counts.
+- topics: created up front, idempotently, with explicit partition counts;
+- reading a log back (a rebuild, a tail, a dead-letter scan): one reader, :func:`read_log`, with
+  the stopping rules of :class:`Until`.
 """
 
 from __future__ import annotations
@@ -15,14 +17,18 @@ import asyncio
 import logging
 import random
 import signal
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
+from aiokafka.structs import ConsumerRecord, TopicPartition
 
+from services.common.errors import BrokerError
 from services.common.settings import Settings, get_settings
 from services.common.topics import TOPICS, TopicSpec
 
@@ -201,3 +207,119 @@ async def publish(
         return await send_batch_packed(producer, topic, records)
     finally:
         await producer.stop()
+
+
+@dataclass(frozen=True)
+class Until:
+    """When :func:`read_log` stops; build it with :meth:`end`, :meth:`at`, :meth:`idle` or
+    :meth:`follow`.
+
+    >>> Until.at({TopicPartition("t", 0): 10}).kind, Until.idle(500).idle_ms
+    ('at', 500)
+    """
+
+    kind: Literal["end", "at", "idle", "follow"]
+    offsets: Mapping[TopicPartition, int] = field(default_factory=dict)
+    idle_ms: int = 0
+
+    @classmethod
+    def end(cls) -> Until:
+        """Every partition read to its end as of the start of the read (see :func:`read_log`)."""
+        return cls("end")
+
+    @classmethod
+    def at(cls, offsets: Mapping[TopicPartition, int]) -> Until:
+        """Each partition read up to (not including) its given offset."""
+        return cls("at", offsets=dict(offsets))
+
+    @classmethod
+    def idle(cls, ms: int) -> Until:
+        """Stop once no partition has brought anything new for ``ms`` milliseconds."""
+        return cls("idle", idle_ms=ms)
+
+    @classmethod
+    def follow(cls) -> Until:
+        """Never stop: the caller breaks out (a ``tail``, a wait for a condition)."""
+        return cls("follow")
+
+
+async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """Every partition of ``topic``, from fresh metadata (empty when the topic does not exist)."""
+    await consumer.topics()  # refreshes the metadata
+    return [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+
+
+async def read_log(
+    consumer: AIOKafkaConsumer,
+    partitions: Iterable[TopicPartition] | Mapping[TopicPartition, int],
+    until: Until,
+    *,
+    max_records: int = 20_000,
+    poll_ms: int = 200,
+    stall_s: float = 60.0,
+) -> AsyncIterator[list[ConsumerRecord[bytes, bytes]]]:
+    """Read ``partitions`` with a started consumer, yielding fetched records until ``until``.
+
+    The one way to read a log back. ``partitions`` is assigned to ``consumer`` (replacing its
+    assignment); a mapping also seeks each partition to its offset, otherwise positions come from
+    the consumer's ``auto_offset_reset``. Records are yielded in offset order per partition, in
+    fetch-sized lists; records at or past a partition's stopping offset are never yielded.
+
+    Stopping rules (:class:`Until`):
+
+    - ``at``: each partition up to its explicit offset (exclusive).
+    - ``end``: each partition up to its end when the read starts. The end offsets the broker
+      reports (ListOffsets) can undercount on the embedded Tansu broker: it answers the base offset
+      of the last record batch plus one (1,501 for 1,537 records; shared/MEASURED.md). So they are
+      only a floor: the end is ``max(reported end, high watermark)``, the watermark taken from the
+      first fetch response after the assignment, which Tansu reports exactly and which on Kafka is
+      the end itself. The assignment is renewed here, so no earlier response (with an older
+      watermark) counts. No idle wait is needed to be sure; records appended after that first
+      response are not read.
+    - ``idle``: until no partition brings anything new for ``idle_ms`` (a topic still being fed).
+    - ``follow``: never; the caller breaks out.
+
+    With ``end`` and ``at``, a partition that stops bringing records before its offset for
+    ``stall_s`` raises :class:`BrokerError` rather than returning short.
+    """
+    start = dict(partitions) if isinstance(partitions, Mapping) else None
+    tps = list(start if start is not None else partitions)
+    if until.kind == "at" and not set(tps) <= set(until.offsets):
+        raise ValueError(f"Until.at names no offset for {sorted(set(tps) - set(until.offsets))}")
+    consumer.assign(tps)
+    for tp, offset in (start or {}).items():
+        consumer.seek(tp, offset)
+    floors = await consumer.end_offsets(tps) if until.kind == "end" else {}
+    stops: dict[TopicPartition, int] = dict(until.offsets) if until.kind == "at" else {}
+    pending = set(tps) if until.kind in ("end", "at") else set()
+    last_news = time.monotonic()
+    while True:
+        if until.kind in ("end", "at"):
+            for tp in list(pending):
+                hw = consumer.highwater(tp)
+                if tp not in stops and hw is not None:
+                    stops[tp] = max(floors[tp], hw)
+                    last_news = time.monotonic()
+                if tp in stops and await consumer.position(tp) >= stops[tp]:
+                    pending.discard(tp)
+            if not pending:
+                return
+            if time.monotonic() - last_news > stall_s:
+                tp = min(pending)
+                raise BrokerError(
+                    f"{tp.topic}[{tp.partition}]: read stalled at offset "
+                    f"{await consumer.position(tp)} of {stops.get(tp, floors.get(tp))}"
+                )
+        wait = poll_ms
+        if until.kind == "idle":
+            wait = max(1, min(poll_ms, until.idle_ms - int(1000 * (time.monotonic() - last_news))))
+        batch = await consumer.getmany(*pending, timeout_ms=wait, max_records=max_records)
+        got = [
+            r for tp, recs in batch.items() for r in recs if tp not in stops or r.offset < stops[tp]
+        ]
+        if batch:
+            last_news = time.monotonic()
+        if got:
+            yield got
+        elif until.kind == "idle" and time.monotonic() - last_news >= until.idle_ms / 1000:
+            return

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from services.common import kafka
+from services.common.kafka import Until
 from services.common.schemas import CANDLE_FIELDS, Candle, FeatureVector
 from services.common.settings import REPO_ROOT, Settings
 from services.common.topics import FEATURES, TICKS_CLEAN
@@ -68,16 +69,21 @@ async def collect(
 
     Returns every vector by (symbol, time), duplicates included; raises TimeoutError.
     """
-    consumer = kafka.make_consumer(FEATURES, group_id=None, settings=settings)
-    await consumer.start()
     got: dict[tuple[str, int], list[FeatureVector]] = {}
+    if _complete(got, want):
+        return got
+    consumer = kafka.make_consumer(group_id=None, settings=settings)
+    await consumer.start()
     try:
         async with asyncio.timeout(timeout_s):
-            while not _complete(got, want):
-                for recs in (await consumer.getmany(timeout_ms=200, max_records=20_000)).values():
-                    for r in recs:
-                        v = FeatureVector.from_bytes(r.value)
-                        got.setdefault((v.symbol, v.time), []).append(v)
+            while not (tps := await kafka.topic_partitions(consumer, FEATURES)):
+                await asyncio.sleep(0.2)
+            async for batch in kafka.read_log(consumer, tps, Until.follow()):
+                for r in batch:
+                    v = FeatureVector.from_bytes(r.value)
+                    got.setdefault((v.symbol, v.time), []).append(v)
+                if _complete(got, want):
+                    break
     finally:
         await consumer.stop()
     return got

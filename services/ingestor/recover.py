@@ -5,8 +5,9 @@ ack (or even the send) and that write leaves batches on ``ticks.raw`` that the f
 and a restart would publish them again. So at start-up the ingestor reads the tail of every
 ``ticks.raw`` partition and moves each symbol's checkpoint up to the newest candle already there.
 
-The tail is read from a little before the reported end offset *until the partition goes idle*,
-because the embedded broker's reported end offset can undercount.
+The tail is read from a little before the reported end offset to the true end
+(:func:`services.common.kafka.read_log`, which does not trust the embedded broker's reported end
+offsets: they can undercount).
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import logging
 from collections.abc import Iterable
 
 import orjson
-from aiokafka.structs import TopicPartition
 
 from services.common import kafka
+from services.common.kafka import Until
 from services.common.settings import Settings
 from services.common.topics import TICKS_RAW
 from services.ingestor.checkpoint import CheckpointStore
@@ -49,27 +50,22 @@ def newest_per_symbol(values: Iterable[bytes], sources: tuple[str, ...]) -> dict
     return newest
 
 
-async def tail_values(settings: Settings, lookback: int = 200, idle_polls: int = 2) -> list[bytes]:
+async def tail_values(settings: Settings, lookback: int = 200) -> list[bytes]:
     """The last ``lookback`` (or more) values of every ``ticks.raw`` partition."""
     consumer = kafka.make_consumer(group_id=None, settings=settings)
     await consumer.start()
     try:
-        await consumer.topics()
-        parts = consumer.partitions_for_topic(TICKS_RAW) or set()
-        tps = [TopicPartition(TICKS_RAW, p) for p in sorted(parts)]
+        tps = await kafka.topic_partitions(consumer, TICKS_RAW)
         if not tps:
             return []
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        for tp in tps:
-            consumer.seek(tp, max(0, ends[tp] - lookback))
-        values: list[bytes] = []
-        idle = 0
-        while idle < idle_polls:
-            batch = await consumer.getmany(timeout_ms=300)
-            idle = 0 if batch else idle + 1
-            values += [r.value for records in batch.values() for r in records if r.value]
-        return values
+        begins, ends = await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
+        start = {tp: max(begins[tp], ends[tp] - lookback) for tp in tps}
+        return [
+            r.value
+            async for batch in kafka.read_log(consumer, start, Until.end())
+            for r in batch
+            if r.value
+        ]
     finally:
         await consumer.stop()
 

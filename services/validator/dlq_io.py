@@ -1,6 +1,7 @@
 """The dead-letter tools' Kafka side: read ticks.dlq to its end, re-send to ticks.raw.
 
-"The end" is when a fetch stays empty: Tansu under-reports end offsets (shared/MEASURED.md).
+"The end" is the true end (:func:`services.common.kafka.read_log`): Tansu under-reports end
+offsets (shared/MEASURED.md).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from aiokafka.structs import TopicPartition
 
 from services.common import kafka
 from services.common.errors import SchemaError
+from services.common.kafka import Until
 from services.common.schemas import DeadLetter
 from services.common.settings import Settings
 from services.common.topics import TICKS_DLQ, TICKS_RAW
@@ -21,40 +23,35 @@ log = logging.getLogger(__name__)
 
 #: The consumer group whose committed offsets remember which dead letters were replayed.
 REPLAY_GROUP = "dlq-replay"
-DRY_MS = 1000
 
 
-async def _assign(consumer: AIOKafkaConsumer, from_start: bool) -> list[TopicPartition]:
-    """Every ticks.dlq partition, positioned at the group's offset (or the beginning)."""
-    await consumer.topics()
-    tps = [
-        TopicPartition(TICKS_DLQ, p) for p in sorted(consumer.partitions_for_topic(TICKS_DLQ) or ())
-    ]
-    consumer.assign(tps)
+async def _starts(consumer: AIOKafkaConsumer, from_start: bool) -> dict[TopicPartition, int]:
+    """Every ticks.dlq partition with the group's offset (or its beginning)."""
+    tps = await kafka.topic_partitions(consumer, TICKS_DLQ)
+    begins = await consumer.beginning_offsets(tps) if tps else {}
+    starts = {}
     for tp in tps:
         committed = None if from_start else await consumer.committed(tp)
-        if committed is None:
-            await consumer.seek_to_beginning(tp)
-        else:
-            consumer.seek(tp, committed)
-    return tps
+        starts[tp] = begins[tp] if committed is None else committed
+    return starts
 
 
-async def _drain(consumer: AIOKafkaConsumer) -> tuple[list[DeadLetter], dict[TopicPartition, int]]:
-    """Read until a fetch stays empty; returns the letters and the next offset per partition."""
+async def _drain(
+    consumer: AIOKafkaConsumer, from_start: bool
+) -> tuple[list[DeadLetter], dict[TopicPartition, int]]:
+    """Read to the end; returns the letters and the next offset per partition read."""
     letters: list[DeadLetter] = []
     positions: dict[TopicPartition, int] = {}
-    while batch := await consumer.getmany(timeout_ms=DRY_MS, max_records=10_000):
-        for tp, records in batch.items():
-            for rec in records:
-                try:
-                    letters.append(DeadLetter.from_bytes(rec.value or b""))
-                except SchemaError:
-                    log.warning(
-                        "not a dead letter",
-                        extra={"topic": tp.topic, "partition": tp.partition, "offset": rec.offset},
-                    )
-            positions[tp] = records[-1].offset + 1
+    async for batch in kafka.read_log(consumer, await _starts(consumer, from_start), Until.end()):
+        for rec in batch:
+            try:
+                letters.append(DeadLetter.from_bytes(rec.value or b""))
+            except SchemaError:
+                log.warning(
+                    "not a dead letter",
+                    extra={"topic": rec.topic, "partition": rec.partition, "offset": rec.offset},
+                )
+            positions[TopicPartition(rec.topic, rec.partition)] = rec.offset + 1
     return letters, positions
 
 
@@ -63,8 +60,7 @@ async def read_letters(settings: Settings) -> list[DeadLetter]:
     consumer = kafka.make_consumer(group_id=None, settings=settings)
     await consumer.start()
     try:
-        await _assign(consumer, from_start=True)
-        letters, _ = await _drain(consumer)
+        letters, _ = await _drain(consumer, from_start=True)
     finally:
         await consumer.stop()
     return letters
@@ -78,8 +74,7 @@ async def replay_letters(
     consumer = kafka.make_consumer(group_id=REPLAY_GROUP, settings=settings)
     await consumer.start()
     try:
-        await _assign(consumer, from_start)
-        letters, positions = await _drain(consumer)
+        letters, positions = await _drain(consumer, from_start)
         records, skipped = dlq.replay_records(letters, codes or None)
         if dry_run:
             return len(records), skipped

@@ -8,8 +8,8 @@ until a candle older than the history's window (or the partition's start): so th
 every minute emitted in the window come back too, and a revision after a restart is still seen.
 
 Tansu reports a partition's end offset as the base offset of its last record batch plus one (see
-shared/MEASURED.md), so the newest window is read until the partition runs dry rather than up to
-the reported end; on Kafka/Redpanda the same read is simply exact.
+shared/MEASURED.md), so the newest window is read to the true end with
+:func:`services.common.kafka.read_log`, which takes the end from the fetch's high watermark.
 """
 
 from __future__ import annotations
@@ -21,12 +21,10 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import murmur2
 from aiokafka.structs import TopicPartition
 
+from services.common.kafka import Until, read_log
 from services.validator.core import WINDOW_S, History, Mark, Values, values_of
 
 log = logging.getLogger(__name__)
-
-#: How long an empty fetch must stay empty before a partition counts as read to its end.
-DRY_MS = 300
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -87,7 +85,6 @@ class Marks:
         if not parts:
             return empty
         tp = TopicPartition(self.topic, partition_for(key, len(parts)))
-        self.reader.assign([tp])
         begin = (await self.reader.beginning_offsets([tp]))[tp]
         end_hint = (await self.reader.end_offsets([tp]))[tp]
         lo, hi = max(begin, end_hint - 1 - self.window), None
@@ -114,17 +111,13 @@ class Marks:
         self, tp: TopicPartition, lo: int, hi: int | None, key: bytes
     ) -> dict[int, tuple[Values, float]]:
         """The candles keyed ``key`` in offsets [lo, hi) (hi None: to the end), by time."""
-        self.reader.seek(tp, lo)
+        until = Until.end() if hi is None else Until.at({tp: hi})
         out: dict[int, tuple[Values, float]] = {}
-        while True:
-            got = (await self.reader.getmany(tp, timeout_ms=DRY_MS, max_records=5000)).get(tp, [])
-            if not got:
-                return out
-            for rec in got:
-                if hi is not None and rec.offset >= hi:
-                    return out
+        async for batch in read_log(self.reader, {tp: lo}, until, max_records=5000):
+            for rec in batch:
                 if rec.key == key:
                     _add(out, rec.value)
+        return out
 
 
 def _add(out: dict[int, tuple[Values, float]], value: bytes | None) -> None:
