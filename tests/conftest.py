@@ -75,3 +75,21 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
         yield server
     finally:
         server.stop()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """At the very end: how many tests were skipped, grouped by why (a skip hides a check)."""
+    terminalreporter = config.pluginmanager.get_plugin("terminalreporter")
+    if terminalreporter is None:
+        return
+    skipped = terminalreporter.stats.get("skipped", [])
+    reasons: dict[str, int] = {}
+    for report in skipped:
+        longrepr = report.longrepr
+        why = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        why = why.removeprefix("Skipped: ")
+        reasons[why] = reasons.get(why, 0) + 1
+    write = terminalreporter.write_line
+    write(f"{len(skipped)} tests skipped" + (":" if skipped else ""))
+    for why, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
+        write(f"  {n:>4}  {why}")

@@ -29,6 +29,7 @@ from services.common.lake import FILE_NAME, day_dir
 from services.common.schemas import CANDLE_FIELDS, ModelEvent
 from services.common.settings import REPO_ROOT, Settings
 from services.common.topics import MODEL_EVENTS
+from tests.tools import require_tool
 from trainer.snapshot import seed_lake
 
 pytestmark = pytest.mark.integration
@@ -117,10 +118,7 @@ def dvc_repo(root: Path) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def airflow_env(tmp_path_factory: pytest.TempPathFactory, mlflow_server) -> Iterator[AirflowEnv]:
     """A fresh Airflow home (SQLite, migrated), a real lake, DVC, a broker, the session MLflow."""
-    if not AIRFLOW.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{AIRFLOW} missing: `make airflow-setup` must run before the tests")
-        pytest.skip("no .venv-airflow: run `make airflow-setup`")
+    require_tool("airflow", AIRFLOW)
     root = tmp_path_factory.mktemp("airflow")
     data = root / "data"
     seed_lake(real_candles(START, END), data, "BTC")

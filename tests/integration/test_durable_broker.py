@@ -12,6 +12,14 @@ from devstack.durable import STORAGE_URL, S3Emulator, broker_env
 from services.common import kafka
 from services.common.settings import Settings
 from services.common.topics import TICKS_CLEAN
+from tests.tools import require_tool
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _node() -> None:
+    """s3rver runs on Node.js (a failure when ``CI`` is set)."""
+    require_tool("node")
+
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -4,7 +4,6 @@ severity to the webhook sink. ``for:`` is shortened to 1 s in the test copy of t
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -14,14 +13,17 @@ from devstack.broker import free_port
 from monitoring.alerts import ALERTS_BY_NAME
 from monitoring.local import MonitoringStack
 from monitoring.promapi import PromClient
+from tests.tools import require_daemons
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(
-        not (shutil.which("prometheus") and shutil.which("prometheus-alertmanager")),
-        reason="run `make monitoring-setup`",
-    ),
 ]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _daemons() -> None:
+    """Prometheus and Alertmanager must be installed (a failure when ``CI`` is set)."""
+    require_daemons()
 
 
 def wait_for(predicate, timeout_s: float, what: str):

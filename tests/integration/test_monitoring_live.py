@@ -21,7 +21,6 @@ Then the real March 2020 crash week is replayed from its file in CryptoCompare's
 from __future__ import annotations
 
 import asyncio
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -43,21 +42,24 @@ from monitoring.promapi import PromClient
 from services.common.kafka import publish
 from services.common.schemas import RawBatch
 from services.common.topics import TICKS_RAW
+from tests.tools import require_daemons
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.slow,
     pytest.mark.timeout(900),  # trains a model and runs the whole stack: minutes on a busy box
-    pytest.mark.skipif(
-        not (shutil.which("prometheus") and shutil.which("prometheus-alertmanager")),
-        reason="run `make monitoring-setup`",
-    ),
 ]
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 CALM_WEEK_JSON = SHARED / "cryptocompare" / "cc_histominute_BTCUSDT_2024-03-01_7d.json"
 TRAIN = ("2023-09-01", 14)  # calm: start, days (a week of warm-up, a week of origins)
 CRASH_WEEK_JSON = SHARED / "cryptocompare" / "cc_histominute_BTCUSDT_2020-03-09_7d.json"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _daemons() -> None:
+    """Prometheus and Alertmanager must be installed (a failure when ``CI`` is set)."""
+    require_daemons()
 
 
 def ts(day: str) -> int:

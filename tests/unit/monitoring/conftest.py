@@ -1,17 +1,10 @@
-"""Fixtures for the monitoring unit tests: the Prometheus tools, skipped with the fix if absent."""
+"""Fixtures for the monitoring unit tests: the Prometheus tools (required when ``CI`` is set)."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
-
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.skip(f"{name} not installed: run `make monitoring-setup`")
-    return path
+from tests.tools import require_tool as _tool
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ makes the promtool tests worth trusting: a test that passes whatever the thresho
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import yaml
 from monitoring import generate
 from monitoring.alerts import ALERTS, ALERTS_BY_NAME, RECORDINGS, Alert
 from monitoring.render import render_rules
+from tests.tools import require_daemons
 
 RULES_DIR = generate.RULES_FILE.parent
 TEST_FILE = RULES_DIR / "volstream.test.yml"
@@ -109,8 +109,7 @@ def test_alertmanager_config_is_valid_and_routes_by_severity(amtool: str) -> Non
 
 
 def test_setup_script_is_idempotent_when_tools_exist(promtool: str, amtool: str) -> None:
-    if not shutil.which("prometheus") or not shutil.which("prometheus-alertmanager"):
-        pytest.skip("prometheus daemons not installed")
+    require_daemons()
     proc = run(["bash", str(generate.ROOT / "setup.sh")])
     assert proc.returncode == 0, proc.stderr
     assert "present" in proc.stdout
