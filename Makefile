@@ -46,12 +46,17 @@ chaos: setup
 test-fast: setup
 	$(PY) -m pytest -m "not slow"
 
+## every Python folder: lint (ruff) and the import layers (import-linter, [tool.importlinter])
+PY_DIRS := services devstack trainer monitoring bench airflow infra
 lint: setup
-	$(VENV)/bin/ruff check services trainer tests
-	$(VENV)/bin/ruff format --check services trainer tests
+	$(VENV)/bin/ruff check $(PY_DIRS) tests
+	$(VENV)/bin/ruff format --check $(PY_DIRS) tests
+	$(VENV)/bin/lint-imports
 
+## types over every Python folder; services/common strictly
 typecheck: setup
-	$(VENV)/bin/mypy services trainer
+	$(VENV)/bin/mypy $(PY_DIRS)
+	$(VENV)/bin/mypy --strict services/common
 
 down: setup
 	$(VENV)/bin/volstream down

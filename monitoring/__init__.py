@@ -5,7 +5,7 @@
 - :mod:`monitoring.generate` renders the Prometheus rules and configs and the Grafana dashboards.
 - :mod:`services.lag_exporter` exports Kafka consumer-group lag; :mod:`monitoring.webhook_sink`
   records Alertmanager's notifications; :mod:`monitoring.report` is ``volstream report``.
-- :mod:`monitoring.local` runs Prometheus, Alertmanager and the sink on free ports (tests).
+- :mod:`devstack.monitoring_stack` runs Prometheus, Alertmanager and the sink on free ports (tests).
 
 See ``docs/monitoring.md``.
 """

@@ -128,7 +128,8 @@ def read_lake(
             cond = term if cond is None else cond & term
     frame = dataset.to_table(filter=cond, columns=list(CANDLE_FIELDS)).to_pandas()
     frame.insert(0, "symbol", symbol)
-    return frame.sort_values("time").reset_index(drop=True)
+    ordered: pd.DataFrame = frame.sort_values("time").reset_index(drop=True)
+    return ordered
 
 
 def _unix(moment: Moment) -> int:

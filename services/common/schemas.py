@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.common.errors import SchemaError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 Symbol = str  # upper-case base asset, e.g. "BTC"
 SYMBOL_PATTERN = r"^[A-Z0-9]{1,15}$"
 CANDLE_FIELDS = ("time", "open", "high", "low", "close", "volumefrom", "volumeto")

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from devstack.broker import free_port
+from devstack.monitoring_stack import MonitoringStack
 from monitoring.alerts import ALERTS_BY_NAME
-from monitoring.local import MonitoringStack
 from monitoring.promapi import PromClient
 from tests.tools import require_daemons
 

@@ -35,8 +35,8 @@ from typer.testing import CliRunner
 from bench.harness import Pipeline, write_slice
 from devstack.broker import free_port
 from devstack.cli import app
+from devstack.monitoring_stack import MonitoringStack
 from monitoring.alerts import ALERTS, ALERTS_BY_NAME, RECORDINGS
-from monitoring.local import MonitoringStack
 from monitoring.panels import PANELS
 from monitoring.promapi import PromClient
 from services.common.kafka import publish

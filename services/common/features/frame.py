@@ -56,7 +56,11 @@ class Frame:
 
     @classmethod
     def from_points(
-        cls, t0: int, t_end: int, times: Sequence[int] | IntArray, cols: Mapping[str, Iterable]
+        cls,
+        t0: int,
+        t_end: int,
+        times: Sequence[int] | IntArray,
+        cols: Mapping[str, Iterable[float]],
     ) -> Frame:
         """Place candles on the grid ``t0 .. t_end``; the one at ``t0 - 60`` goes to ``before``."""
         n = (t_end - t0) // MINUTE + 1

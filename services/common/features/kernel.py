@@ -78,11 +78,13 @@ class Rows:
 
     def wsum(self, x: FloatArray, w: int) -> FloatArray:
         """Direct sum of each row's trailing window."""
-        return self.window(x, w).sum(axis=-1)
+        total: FloatArray = self.window(x, w).sum(axis=-1)
+        return total
 
     def count(self, cum: IntArray, w: int) -> IntArray:
         """Present minutes in each row's window, from an exact integer prefix count."""
-        return self.col(cum, 1) - self.col(cum, 1 - w)
+        present: IntArray = self.col(cum, 1) - self.col(cum, 1 - w)
+        return present
 
 
 @dataclass(frozen=True)
