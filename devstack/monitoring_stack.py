@@ -21,8 +21,9 @@ from devstack.procs import stop_process_group
 from monitoring import render
 from monitoring.alerts import Alert
 from services.common.errors import VolstreamError
+from services.common.settings import REPO_ROOT
 
-ALERTMANAGER_CONFIG = Path(__file__).resolve().parent / "alertmanager" / "alertmanager.yml"
+ALERTMANAGER_CONFIG = REPO_ROOT / "monitoring" / "alertmanager" / "alertmanager.yml"
 
 
 class DaemonError(VolstreamError):
