@@ -22,18 +22,13 @@ from __future__ import annotations
 import logging
 import time
 
-from aiokafka.structs import TopicPartition
-
 from services.common import kafka
+from services.common.kafka import Until
 from services.common.schemas import DeadLetter
 from services.common.settings import Settings
 from services.common.topics import TICKS_DLQ
 
 log = logging.getLogger(__name__)
-
-#: A fetch that stays empty this long means the partition was read to its end (Tansu under-reports
-#: end offsets: shared/MEASURED.md).
-DRY_MS = 300
 
 
 class Ledger:
@@ -79,18 +74,13 @@ class Ledger:
         await consumer.start()
         ids: set[str] = set()
         try:
-            await consumer.topics()
-            parts = sorted(consumer.partitions_for_topic(TICKS_DLQ) or ())
-            if not parts:
-                return ids
-            consumer.assign([TopicPartition(TICKS_DLQ, p) for p in parts])
-            await consumer.seek_to_beginning()
-            while got := await consumer.getmany(timeout_ms=DRY_MS, max_records=20_000):
-                for records in got.values():
-                    for rec in records:
-                        key = rec.key.decode("utf-8", "replace") if rec.key else ""
-                        if key.startswith(self.prefix):
-                            ids.add(key)
+            tps = await kafka.topic_partitions(consumer, TICKS_DLQ)
+            starts = await consumer.beginning_offsets(tps) if tps else {}
+            async for batch in kafka.read_log(consumer, starts, Until.end()):
+                for rec in batch:
+                    key = rec.key.decode("utf-8", "replace") if rec.key else ""
+                    if key.startswith(self.prefix):
+                        ids.add(key)
         finally:
             await consumer.stop()
         log.info(

@@ -46,15 +46,32 @@ def replay(
         bool, typer.Option("--all", help="every letter, not only those not replayed yet")
     ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="count only, send nothing")] = False,
+    to_lake: Annotated[
+        bool,
+        typer.Option(
+            "--to-lake",
+            help="write the candles of `revised` and `late` letters into the lake instead",
+        ),
+    ] = False,
 ) -> None:
     """Re-submit dead letters to ticks.raw after a fix (idempotent: the validator dedups).
 
     Each run replays the letters that arrived since the previous run (consumer group
     ``dlq-replay``), so letters rejected again are not re-sent in a loop; ``--all`` starts over.
+    ``--to-lake`` is the batch path for revisions: the stream keeps the first values of a minute,
+    the lake takes the revised (and late) ones, so the next training run sees them (group
+    ``dlq-lake``).
     """
     from services.common.settings import get_settings
     from services.validator import dlq_io
 
+    if to_lake:
+        written, skipped = asyncio.run(
+            dlq_io.replay_to_lake(get_settings(), set(reason or ()), all_, dry_run)
+        )
+        verb = "would write" if dry_run else "wrote"
+        typer.echo(f"{verb} {written} candles into the lake ({skipped} letters skipped)")
+        return
     sent, skipped = asyncio.run(
         dlq_io.replay_letters(get_settings(), set(reason or ()), all_, dry_run)
     )

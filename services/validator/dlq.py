@@ -4,6 +4,9 @@ A replay re-sends each dead letter to ticks.raw: a rejected message as it was (i
 bytes), rejected rows wrapped into one ``replay`` RawBatch per symbol. The validator's dedup makes
 this idempotent for ticks.clean: a candle already emitted is only counted as a duplicate.
 
+Revised and late minutes never enter the stream again (it keeps the first values); the batch path
+takes them into the lake instead (:func:`lake_candles`, ``volstream dlq replay --to-lake``).
+
     >>> from services.common.schemas import DeadLetterReason
     >>> why = [DeadLetterReason(code="not_json", message="payload is not JSON")]
     >>> letter = DeadLetter.wrap(b"oops", stage="validator", reasons=why, source_topic="ticks.raw")
@@ -23,8 +26,12 @@ from typing import Any
 import orjson
 
 from services.common.errors import SchemaError
-from services.common.schemas import DeadLetter, RawBatch
+from services.common.schemas import CANDLE_FIELDS, Candle, DeadLetter, RawBatch
+from services.validator import rules as r
 from services.validator.core import STAGE
+
+#: The letters whose rows belong in the lake: sound candles the stream did not take.
+LAKE_CODES = frozenset({r.REVISED, r.LATE})
 
 
 @dataclass
@@ -77,9 +84,9 @@ def render_example(d: DeadLetter, width: int = 160) -> list[str]:
     if d.event_time is not None:
         head += f"  time={d.event_time}"
     lines = [head]
-    for r in d.reasons[:5]:
-        at = "" if r.index is None else f" (row {r.index})"
-        lines.append(f"    {r.code}{at}: {r.message}"[:width])
+    for why in d.reasons[:5]:
+        at = "" if why.index is None else f" (row {why.index})"
+        lines.append(f"    {why.code}{at}: {why.message}"[:width])
     if len(d.reasons) > 5:
         lines.append(f"    ... {len(d.reasons) - 5} more reasons")
     payload = d.payload()
@@ -143,3 +150,37 @@ def replay_batch(symbol: str, candles: list[dict[str, Any]], fetched_at: float) 
 def _t(c: dict[str, Any]) -> int:
     t = c.get("time")
     return t if isinstance(t, int) else 0
+
+
+def lake_candles(
+    letters: Iterable[DeadLetter], codes: set[str] | None = None
+) -> tuple[list[Candle], int]:
+    """The candles the validator's ``revised`` / ``late`` letters carry, oldest letter first (so
+    the lake's "newest copy wins" keeps the latest revision); and how many letters were skipped.
+
+    >>> from services.common.schemas import DeadLetterReason
+    >>> row = {"time": 60, "open": 1.0, "high": 2.0, "low": 0.5, "close": 1.5, "volumefrom": 0,
+    ...        "volumeto": 0}
+    >>> why = [DeadLetterReason(code="revised", message="other values", index=0)]
+    >>> d = DeadLetter.wrap(orjson.dumps(row), 0, stage="validator", reasons=why,
+    ...                     source_topic="ticks.raw", symbol="BTC", event_time=60)
+    >>> candles, skipped = lake_candles([d])
+    >>> [(c.symbol, c.time, c.close) for c in candles], skipped
+    ([('BTC', 60, 1.5)], 0)
+    """
+    wanted = codes or LAKE_CODES
+    out: list[tuple[float, Candle]] = []
+    skipped = 0
+    for d in letters:
+        row = _row_of(d) if d.stage == STAGE and d.codes[0] in wanted and d.symbol else None
+        if row is None:
+            skipped += 1
+            continue
+        try:
+            candle = Candle.from_dict({"symbol": d.symbol, **{f: row[f] for f in CANDLE_FIELDS}})
+        except (SchemaError, KeyError):
+            skipped += 1
+            continue
+        out.append((d.dead_at, candle))
+    out.sort(key=lambda pair: pair[0])
+    return [c for _, c in out], skipped

@@ -11,7 +11,7 @@ import logging
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-from services.common import kafka
+from services.common import kafka, lake
 from services.common.errors import SchemaError
 from services.common.kafka import Until
 from services.common.schemas import DeadLetter
@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 #: The consumer group whose committed offsets remember which dead letters were replayed.
 REPLAY_GROUP = "dlq-replay"
+#: The same, for the letters taken into the lake (its own position: both paths may run).
+LAKE_GROUP = "dlq-lake"
 
 
 async def _starts(consumer: AIOKafkaConsumer, from_start: bool) -> dict[TopicPartition, int]:
@@ -84,3 +86,24 @@ async def replay_letters(
     finally:
         await consumer.stop()
     return len(records), skipped
+
+
+async def replay_to_lake(
+    settings: Settings, codes: set[str], from_start: bool, dry_run: bool
+) -> tuple[int, int]:
+    """Write the candles of the ``revised`` / ``late`` letters not taken yet into the lake
+    (``DATA_DIR``), where the newest copy of a minute wins; commit after the write."""
+    await kafka.ensure_topics(settings)
+    consumer = kafka.make_consumer(group_id=LAKE_GROUP, settings=settings)
+    await consumer.start()
+    try:
+        letters, positions = await _drain(consumer, from_start)
+        candles, skipped = dlq.lake_candles(letters, codes or None)
+        if dry_run:
+            return len(candles), skipped
+        lake.write_candles(settings.data_dir, candles)
+        if positions:
+            await consumer.commit(positions)
+    finally:
+        await consumer.stop()
+    return len(candles), skipped

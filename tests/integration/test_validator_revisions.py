@@ -12,9 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from services.common import kafka
-from services.common.schemas import DeadLetter, RawBatch
+from services.common.lake import read_lake, write_candles
+from services.common.schemas import Candle, DeadLetter, RawBatch
 from services.common.settings import Settings
 from services.common.topics import TICKS_CLEAN, TICKS_DLQ
+from services.validator import dlq_io
 from services.validator import rules as r
 from tests.integration.test_validator import TWO_YEARS, InProcess, produce, read_all, sample
 
@@ -96,3 +98,19 @@ async def test_real_day_with_a_revision_a_late_minute_and_a_repeat(settings: Set
         ("dead_letter", r.LATE): 1,
     }
     assert sample(reg, "validator_records_in_total") == 723
+
+    # the batch path: the lake holds what the archiver took from ticks.clean; the letters then
+    # bring the revision and the late minute in (the newest copy of a minute wins there)
+    write_candles(settings.data_dir, [Candle.from_dict(c) for c in clean])
+    assert await dlq_io.replay_to_lake(settings, set(), from_start=False, dry_run=False) == (2, 0)
+    lake = read_lake(settings.data_dir, "BTC")
+    by_time = lake.set_index("time")
+    assert list(lake["time"]) == [row["time"] for row in day]
+    assert by_time.loc[revised["time"], "close"] == revised["close"]
+    assert by_time.loc[day[late_i]["time"], "close"] == day[late_i]["close"]
+    unchanged = lake[~lake["time"].isin([revised["time"]])]
+    assert (
+        unchanged["close"].to_numpy() == [r["close"] for r in day if r is not day[revised_i]]
+    ).all()
+    # taken once: the next run finds nothing new
+    assert await dlq_io.replay_to_lake(settings, set(), from_start=False, dry_run=False) == (0, 0)
