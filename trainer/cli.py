@@ -106,13 +106,24 @@ def evaluate(
     start: StartOpt = None,
     end: EndOpt = None,
     as_json: JsonOpt = False,
+    walk_forward: Annotated[
+        bool,
+        typer.Option(
+            "--walk-forward", help="retrain before each quarter of --year, test on the quarter"
+        ),
+    ] = False,
+    year: Annotated[int, typer.Option(help="--walk-forward: the year of the four quarters")] = 2024,
 ) -> None:
-    """Score a registered model and its own baselines over the hourly origins of the data."""
+    """Score a registered model and its own baselines over the hourly origins of the data, or
+    (``--walk-forward``) retrain and test the recipe quarter by quarter."""
     from services.common.settings import get_settings
     from trainer.evaluate import evaluate_candles
     from trainer.report import table
 
     settings = get_settings()
+    if walk_forward:
+        _walk_forward(data, lake, symbol or settings.symbols[0], start, end, year, as_json)
+        return
     with _quiet_stdout():
         candles = _candles(data, lake, symbol or settings.symbols[0], start, end)
         report = evaluate_candles(candles, model, settings)
@@ -121,6 +132,29 @@ def evaluate(
     else:
         typer.echo(f"{settings.model_name} v{report['version']} on {report['n']} origins")
         typer.echo(table(report))
+
+
+def _walk_forward(
+    data: Path | None,
+    lake: bool,
+    symbol: str,
+    start: str | None,
+    end: str | None,
+    year: int,
+    as_json: bool,
+) -> None:
+    from services.common.settings import get_settings
+    from trainer import walkforward
+    from trainer.settings import TrainerSettings
+
+    with _quiet_stdout():
+        candles = _candles(data, lake, symbol, start, end)
+        threads = get_settings().xgb_threads
+        reports = walkforward.walk_forward(candles, year, TrainerSettings(), threads)
+    if as_json:
+        _emit({"year": year, "quarters": reports})
+    else:
+        typer.echo(walkforward.table(reports))
 
 
 def promote(

@@ -15,6 +15,7 @@ import pandas as pd
 
 from services.common import registry
 from services.common.errors import FeatureVersionMismatch
+from services.common.intervals import DEFAULT_LEVEL
 from services.common.settings import Settings
 from trainer.dataset import build_dataset
 from trainer.settings import TrainerSettings
@@ -40,12 +41,18 @@ def finite(doc: Any) -> Any:
 
 
 def evaluate_candles(
-    candles: pd.DataFrame, ref: str, settings: Settings, ts: TrainerSettings | None = None
+    candles: pd.DataFrame,
+    ref: str,
+    settings: Settings,
+    ts: TrainerSettings | None = None,
+    level: float = DEFAULT_LEVEL,
 ) -> dict[str, Any]:
     """The report of model ``ref`` (alias or version) and its baselines over every hourly origin.
 
     Keys: ``n``, ``model``, ``persistence``, ``ewma``, ``har``, ``har_seasonal`` (each
-    ``{qlike, rmse, mae, r2}``), then ``dm``, ``regimes``, ``version`` and ``feature_version``.
+    ``{qlike, rmse, mae, r2}``), then ``dm`` (the model against each baseline), ``regimes``,
+    ``interval`` (when the model has an interval calibration), ``version`` and
+    ``feature_version``.
     """
     ts = ts or TrainerSettings()
     bundle = registry.load_bundle(ref, settings)
@@ -59,7 +66,8 @@ def evaluate_candles(
     if len(ds.frame) < 2:
         raise ValueError(f"only {len(ds.frame)} usable origins: the file needs over 7 days")
     x = ds.frame[bundle.feature_names].to_numpy(dtype=np.float64)
-    report, _ = score_frame(ds.frame, bundle.predict_log_rv(x), bundle.bias_factor, baselines)
+    pred = bundle.predict_log_rv(x)
+    report, _ = score_frame(ds.frame, pred, bundle.bias_factor, baselines, bundle.intervals, level)
     ordered = {k: report[k] for k in REPORT_KEYS}
     extra = {"version": bundle.version, "feature_version": bundle.feature_version}
     return ordered | {k: v for k, v in report.items() if k not in ordered} | extra

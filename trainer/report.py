@@ -14,7 +14,7 @@ import numpy as np
 from trainer.metrics import REGIMES, diebold_mariano, qlike_losses, regimes, score
 
 MODEL = "model"
-DM_AGAINST = ("har", "har_seasonal")
+DM_AGAINST = ("persistence", "ewma", "har", "har_seasonal")
 
 
 def build_report(

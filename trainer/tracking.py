@@ -42,6 +42,12 @@ def flat_metrics(report: dict[str, Any]) -> dict[str, float]:
     for other, dm in report.get("dm", {}).items():
         out[f"dm_{other}_stat"] = float(dm["stat"])
         out[f"dm_{other}_p_value"] = float(dm["p_value"])
+    interval = report.get("interval")
+    if interval:
+        out["test_interval_coverage"] = float(interval["coverage"])
+        out["test_interval_mean_log_width"] = float(interval["mean_log_width"])
+        for regime, c in interval["by_regime"].items():
+            out[f"test_interval_coverage_{regime}"] = float(c)
     return out
 
 

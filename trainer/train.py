@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from services.common import intervals
 from services.common.registry import ModelBundle
 from services.common.settings import Settings
 from trainer.baselines import LAMBDA_GRID, fit_baselines, predict_baselines, refit_har
 from trainer.dataset import Dataset, build_dataset
-from trainer.metrics import bias_factor
+from trainer.metrics import REGIMES, bias_factor, regimes
 from trainer.model import fit_booster, predict, reference_distribution, refit_booster
 from trainer.report import MODEL, build_report
 from trainer.settings import TrainerSettings
@@ -42,6 +43,7 @@ class Fitted:
     reference: dict[str, list[float]]
     ranges: dict[str, tuple[float, float]]
     params: dict[str, Any] = field(default_factory=dict)
+    intervals: dict[str, Any] = field(default_factory=dict)
 
 
 def score_frame(
@@ -49,14 +51,49 @@ def score_frame(
     model_pred: np.ndarray,
     model_bias: float,
     baselines: dict[str, dict[str, Any]],
+    calibration: dict[str, Any] | None = None,
+    level: float = intervals.DEFAULT_LEVEL,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Report the model and every baseline (as trained) on ``frame``; also the forecasts."""
+    """Report the model and every baseline (as trained) on ``frame``; also the forecasts.
+
+    With an interval ``calibration``, the report also has ``interval`` (coverage of the central
+    ``level`` interval, overall and per regime, and its mean log width)."""
     preds = {MODEL: model_pred, **predict_baselines(baselines, frame)}
     biases = {MODEL: model_bias} | {k: p["bias_factor"] for k, p in baselines.items()}
     y = frame["y"].to_numpy()
-    report = build_report(y, preds, biases, frame[HAR_COLUMNS[2]].to_numpy())
+    level_24h = frame[HAR_COLUMNS[2]].to_numpy()
+    report = build_report(y, preds, biases, level_24h)
     forecasts = pd.DataFrame({"time": frame["time"].to_numpy(), "y": y, **preds})
+    if calibration:
+        log_rv = adjusted(model_pred, model_bias)
+        lo, hi = intervals.bounds(calibration, log_rv, frame[calibration["feature"]], level)
+        report["interval"] = interval_report(y, lo, hi, level, regimes(level_24h))
+        forecasts["rv_lo"], forecasts["rv_hi"] = lo, hi
     return report, forecasts
+
+
+def adjusted(raw: np.ndarray, bias: float) -> np.ndarray:
+    """The published log RV: the raw forecast with the variance bias factor (``+ ln(b)/2``)."""
+    return np.asarray(raw) + 0.5 * np.log(bias)
+
+
+def interval_report(
+    y: np.ndarray, lo: np.ndarray, hi: np.ndarray, level: float, labels: np.ndarray
+) -> dict[str, Any]:
+    """``{level, coverage, mean_log_width, by_regime: {calm, normal, turbulent}}``."""
+    cover, width = intervals.coverage(y, lo, hi)
+    by = {
+        r: intervals.coverage(y[labels == r], lo[labels == r], hi[labels == r])[0]
+        for r in REGIMES
+        if np.any(labels == r)
+    }
+    return {"level": level, "coverage": cover, "mean_log_width": width, "by_regime": by}
+
+
+def calibrate_intervals(valid: pd.DataFrame, raw: np.ndarray, bias: float) -> dict[str, Any]:
+    """Interval calibration from out-of-sample validation residuals of the published log RV."""
+    resid = valid["y"].to_numpy() - adjusted(raw, bias)
+    return intervals.calibrate(resid, valid[intervals.REGIME_FEATURE].to_numpy())
 
 
 def refit(
@@ -85,12 +122,15 @@ def fit(ds: Dataset, ts: TrainerSettings, threads: int) -> Fitted:
         ds.x(train), train["y"].to_numpy(), ds.x(valid), valid["y"].to_numpy(),
         ds.feature_names, ts, threads,
     )  # fmt: skip
-    bias = bias_factor(valid["y"].to_numpy(), predict(booster, ds.x(valid)))
+    raw_valid = predict(booster, ds.x(valid))
+    bias = bias_factor(valid["y"].to_numpy(), raw_valid)
+    calibration = calibrate_intervals(valid, raw_valid, bias)
     baselines = fit_baselines(train, valid)
     rounds = int(booster.num_boosted_rounds())
     if ts.refit_on_valid:
         booster, baselines = refit(ds, rounds, baselines, ts, threads)
-    report, forecasts = score_frame(test, predict(booster, ds.x(test)), bias, baselines)
+    test_pred = predict(booster, ds.x(test))
+    report, forecasts = score_frame(test, test_pred, bias, baselines, calibration)
     reference, ranges = reference_distribution(ds.x(train), ds.feature_names)
     params = {
         "best_round": rounds,
@@ -102,7 +142,9 @@ def fit(ds: Dataset, ts: TrainerSettings, threads: int) -> Fitted:
         "valid_start": int(ds.bounds[0]) if ds.bounds else None,
         "test_start": int(ds.bounds[1]) if ds.bounds else None,
     }
-    return Fitted(booster, bias, baselines, report, forecasts, reference, ranges, params)
+    return Fitted(
+        booster, bias, baselines, report, forecasts, reference, ranges, params, calibration
+    )
 
 
 def make_bundle(fitted: Fitted, ds: Dataset, symbol: str, settings: Settings) -> ModelBundle:
@@ -125,6 +167,7 @@ def make_bundle(fitted: Fitted, ds: Dataset, symbol: str, settings: Settings) ->
             "test_start": fitted.params["test_start"],
             "valid_start": fitted.params["valid_start"],
         },
+        intervals=fitted.intervals,
     )
 
 

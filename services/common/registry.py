@@ -59,6 +59,8 @@ class ModelBundle:
     symbol: str = "BTC"
     horizon_minutes: int = 60
     extra: dict[str, Any] = field(default_factory=dict)
+    intervals: dict[str, Any] = field(default_factory=dict)
+    """Interval calibration (:mod:`services.common.intervals`); empty: no intervals."""
 
     def predict_log_rv(self, rows: np.ndarray) -> np.ndarray:
         """Predicted log RV for a 2-D float array of rows (one call per micro-batch)."""
@@ -167,6 +169,7 @@ def bundle_from_meta(
         symbol=str(meta.get("symbol", "BTC")),
         horizon_minutes=int(meta.get("horizon_minutes", 60)),
         extra=dict(meta.get("extra", {})),
+        intervals=dict(meta.get("intervals", {})),
     )
 
 
@@ -189,6 +192,7 @@ def bundle_meta(bundle: ModelBundle) -> dict[str, Any]:
         "symbol": bundle.symbol,
         "horizon_minutes": bundle.horizon_minutes,
         "extra": bundle.extra,
+        "intervals": bundle.intervals,
     }
 
 

@@ -23,7 +23,7 @@ import time as _time
 from typing import Any, ClassVar, Literal, Self
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from services.common.errors import SchemaError
 
@@ -210,6 +210,21 @@ class Prediction(Message):
     ingested_at: float | None = None
     features_emitted_at: float | None = None
     emitted_at: float = Field(default_factory=now)
+    rv_lo: float | None = Field(default=None, ge=0, description="interval: lower bound of rv")
+    rv_hi: float | None = Field(default=None, ge=0, description="interval: upper bound of rv")
+    interval_level: float | None = Field(
+        default=None, gt=0, lt=1, description="central probability of [rv_lo, rv_hi]"
+    )
+
+    @model_validator(mode="after")
+    def _interval(self) -> Self:
+        """An interval comes whole (bounds and level) and ordered, or not at all."""
+        given = (self.rv_lo is not None, self.rv_hi is not None, self.interval_level is not None)
+        if any(given) and not all(given):
+            raise ValueError("rv_lo, rv_hi and interval_level go together")
+        if self.rv_lo is not None and self.rv_hi is not None and self.rv_lo > self.rv_hi:
+            raise ValueError(f"rv_lo {self.rv_lo} > rv_hi {self.rv_hi}")
+        return self
 
 
 class ModelEvent(Message):

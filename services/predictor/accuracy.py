@@ -123,11 +123,30 @@ class RollingAccuracy:
     def __init__(self, window: int = 1440) -> None:
         self._q: deque[float] = deque(maxlen=window)
         self._se: deque[float] = deque(maxlen=window)
+        self._in: deque[bool] = deque(maxlen=window)
 
-    def update(self, rv_pred: float, rv_real: float) -> None:
-        """Add one resolved prediction."""
+    def update(
+        self, rv_pred: float, rv_real: float, lo: float | None = None, hi: float | None = None
+    ) -> None:
+        """Add one resolved prediction (and whether its interval ``[lo, hi]`` held it)."""
         self._q.append(qlike(rv_real, rv_pred))
         self._se.append((math.log(rv_pred) - math.log(rv_real)) ** 2)
+        if lo is not None and hi is not None:
+            self._in.append(lo <= rv_real <= hi)
+
+    def intervals(self) -> int:
+        """Resolved predictions with an interval in the window."""
+        return len(self._in)
+
+    def coverage(self) -> float:
+        """Share of those whose realized RV fell inside the interval (NaN when none).
+
+        >>> acc = RollingAccuracy(window=3)
+        >>> acc.update(0.01, 0.012, 0.008, 0.015); acc.update(0.01, 0.02, 0.008, 0.015)
+        >>> acc.coverage()
+        0.5
+        """
+        return sum(self._in) / len(self._in) if self._in else math.nan
 
     def __len__(self) -> int:
         return len(self._q)
@@ -204,7 +223,8 @@ class LiveAccuracy:
         drifts = 0
         for r in resolved:
             p = r.prediction
-            self.roles.setdefault(p.role, RollingAccuracy(self.window)).update(p.rv, r.rv_real)
+            roll = self.roles.setdefault(p.role, RollingAccuracy(self.window))
+            roll.update(p.rv, r.rv_real, p.rv_lo, p.rv_hi)
             if p.role == "champion":
                 self._adwin.update(abs(r.log_error))
                 drifts += int(self._adwin.drift_detected)

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from services.common import intervals
 from services.common.errors import SchemaError
 from services.common.schemas import DeadLetter, DeadLetterReason, FeatureVector, Prediction, now
 
@@ -90,6 +91,18 @@ def score(bundle: Bundle, matrix: np.ndarray) -> np.ndarray:
     return adjusted_log_rv(raw, bundle.bias_factor)
 
 
+def interval_bounds(
+    bundle: Bundle, log_rv: np.ndarray, matrix: np.ndarray, level: float
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(rv_lo, rv_hi)`` of each scored row from the bundle's interval calibration, binned by
+    the regime feature in ``matrix`` (the bundle's column order); None without a calibration."""
+    cal = getattr(bundle, "intervals", None)
+    if not cal or not len(log_rv) or cal["feature"] not in bundle.feature_names:
+        return None
+    column = matrix[:, bundle.feature_names.index(cal["feature"])]
+    return intervals.bounds(cal, log_rv, column, level)
+
+
 def vector_problem(fv: FeatureVector, bundle: Bundle) -> DeadLetterReason | None:
     """Why this vector cannot be scored by ``bundle``, or None when it can."""
     if fv.feature_version != bundle.feature_version:
@@ -102,10 +115,23 @@ def vector_problem(fv: FeatureVector, bundle: Bundle) -> DeadLetterReason | None
 
 
 def to_predictions(
-    vectors: Sequence[FeatureVector], log_rv: np.ndarray, bundle: Bundle, role: str, horizon: int
+    vectors: Sequence[FeatureVector],
+    log_rv: np.ndarray,
+    bundle: Bundle,
+    role: str,
+    horizon: int,
+    bounds: tuple[np.ndarray, np.ndarray] | None = None,
+    level: float | None = None,
 ) -> list[Prediction]:
-    """Prediction messages for scored vectors (one timestamp for the whole batch)."""
+    """Prediction messages for scored vectors (one timestamp for the whole batch), with their
+    interval when ``bounds`` (from :func:`interval_bounds`) and its ``level`` are given."""
     emitted = now()
+    if bounds is None or level is None:
+        los: list[float | None] = [None] * len(vectors)
+        his: list[float | None] = los
+        level = None
+    else:
+        los, his = bounds[0].tolist(), bounds[1].tolist()
     return [
         Prediction(
             symbol=fv.symbol,
@@ -120,8 +146,11 @@ def to_predictions(
             ingested_at=fv.ingested_at,
             features_emitted_at=fv.emitted_at,
             emitted_at=emitted,
+            rv_lo=lo,
+            rv_hi=hi,
+            interval_level=level,
         )
-        for fv, lr in zip(vectors, log_rv.tolist(), strict=True)
+        for fv, lr, lo, hi in zip(vectors, log_rv.tolist(), los, his, strict=True)
     ]
 
 
@@ -173,22 +202,28 @@ def triage(
 
 
 def process(
-    records: Sequence[RawRecord], champion: Bundle, challenger: Bundle | None, horizon: int = 60
+    records: Sequence[RawRecord],
+    champion: Bundle,
+    challenger: Bundle | None,
+    horizon: int = 60,
+    level: float = intervals.DEFAULT_LEVEL,
 ) -> BatchResult:
-    """Score a micro-batch: champion predictions, shadow ones, dead letters, cold count."""
+    """Score a micro-batch: champion predictions (with their ``level`` interval), shadow ones,
+    dead letters, cold count."""
     warm, out = triage(records, champion)
     if not warm:
         return out
     out.matrix = feature_matrix([fv.features for fv in warm], champion.feature_names)
     t0 = time.perf_counter()
     log_rv = score(champion, out.matrix)
+    bounds = interval_bounds(champion, log_rv, out.matrix, level)
     out.scoring_s = time.perf_counter() - t0
-    out.predictions = to_predictions(warm, log_rv, champion, "champion", horizon)
+    out.predictions = to_predictions(warm, log_rv, champion, "champion", horizon, bounds, level)
     if challenger is not None:
         ok = [fv for fv in warm if vector_problem(fv, challenger) is None]
         out.shadow_skipped = len(warm) - len(ok)
-        shadow = score(
-            challenger, feature_matrix([fv.features for fv in ok], challenger.feature_names)
-        )
-        out.predictions += to_predictions(ok, shadow, challenger, "shadow", horizon)
+        matrix = feature_matrix([fv.features for fv in ok], challenger.feature_names)
+        shadow = score(challenger, matrix)
+        bounds = interval_bounds(challenger, shadow, matrix, level)
+        out.predictions += to_predictions(ok, shadow, challenger, "shadow", horizon, bounds, level)
     return out

@@ -74,6 +74,12 @@ class PredictorMetrics:
         )
         self.live_qlike = Gauge("model_live_qlike", "Rolling live QLIKE", ["role"], registry=r)
         self.live_rmse = Gauge("model_live_rmse", "Rolling live log-RV RMSE", ["role"], registry=r)
+        self.interval_coverage = Gauge(
+            "model_interval_coverage",
+            "Rolling share of resolved predictions with realized RV in [rv_lo, rv_hi]",
+            ["role"],
+            registry=r,
+        )
         self.resolved = Counter(
             "model_resolved_predictions",
             "Predictions joined with realized RV",

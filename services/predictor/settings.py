@@ -56,6 +56,8 @@ class PredictorSettings(BaseSettings):
     """``PREDICTOR_PSI_THRESHOLD``: a feature with PSI above it counts as drifted."""
     accuracy_window: int = Field(default=1440, ge=1)
     """``PREDICTOR_ACCURACY_WINDOW``: resolved predictions per role in the rolling QLIKE/RMSE."""
+    interval_level: float = Field(default=0.8, gt=0, lt=1)
+    """``PREDICTOR_INTERVAL_LEVEL``: central probability of each prediction's ``[rv_lo, rv_hi]``."""
     realized_offset_reset: Literal["earliest", "latest"] = "latest"
     """``PREDICTOR_REALIZED_OFFSET_RESET``: where the side consumer of ``ticks.clean`` and
     ``model.events`` starts (no group, nothing committed)."""

@@ -178,7 +178,8 @@ class StreamWorker:
         models = self.holder.models  # one snapshot for the whole batch
         assert models.champion is not None  # run() waits for it
         challenger = models.challenger.bundle if models.challenger else None
-        args = (records, models.champion.bundle, challenger, HORIZON_MINUTES)
+        level = self.psettings.interval_level
+        args = (records, models.champion.bundle, challenger, HORIZON_MINUTES, level)
         if len(records) <= INLINE_MAX:
             result = process(*args)
         else:
@@ -284,6 +285,8 @@ def observe_accuracy(m: PredictorMetrics, acc: LiveAccuracy, resolved: list[Reso
     for role, roll in acc.roles.items():
         m.live_qlike.labels(role).set(roll.qlike())
         m.live_rmse.labels(role).set(roll.rmse())
+        if roll.intervals():
+            m.interval_coverage.labels(role).set(roll.coverage())
 
 
 class SideConsumer:

@@ -92,6 +92,11 @@ def test_train_then_evaluate_a_later_period(
         assert set(report[name]) == {"qlike", "rmse", "mae", "r2"}
         assert report[name]["qlike"] > 0 and report[name]["rmse"] > 0
     assert report["model"]["qlike"] < report["persistence"]["qlike"]
+    assert set(report["dm"]) == {"persistence", "ewma", "har", "har_seasonal"}
+    interval = report["interval"]
+    assert interval["level"] == 0.8 and interval["mean_log_width"] > 0
+    assert set(interval["by_regime"]) == {"calm", "normal", "turbulent"}
+    assert 0.5 < interval["coverage"] < 1.0  # a 6-week window: calibrated, not exact
     assert report["version"] == "1"
 
     events = asyncio.run(read_events(settings))

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from services.common.features import HORIZON_MINUTES
 from services.common.schemas import SYMBOL_PATTERN, FeatureVector, Prediction, now
 from services.predictor.api import MAX_TIME, ErrorBody, PredictionList, PredictRequest
-from services.predictor.core import feature_matrix, to_predictions
+from services.predictor.core import feature_matrix, interval_bounds, to_predictions
 from services.predictor.routes.deps import ServiceDep
 
 router = APIRouter(tags=["predictions"])
@@ -139,5 +139,8 @@ async def predict(request: Request) -> Response:
         ingested_at=None,
         emitted_at=now(),
     )
-    pred = to_predictions([fv], np.array([log_rv]), b, "champion", HORIZON_MINUTES)[0]
+    level = service.psettings.interval_level
+    scored = np.array([log_rv])
+    bounds = interval_bounds(b, scored, row[None, :], level)
+    pred = to_predictions([fv], scored, b, "champion", HORIZON_MINUTES, bounds, level)[0]
     return Response(pred.to_bytes(), media_type=JSON)

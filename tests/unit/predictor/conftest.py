@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
+from services.common import intervals
 from services.common.features import FEATURE_NAMES, FEATURE_VERSION, featurize_many
 from services.common.registry import ModelBundle
 from services.common.settings import REPO_ROOT
@@ -59,6 +60,9 @@ def train_bundle(df: pd.DataFrame, version: str = "1", trees: int = 40) -> Model
         num_boost_round=trees,
     )
     fitted = booster.inplace_predict(X)
+    bias = bias_factor(y[ok], fitted)
+    level = X[:, FEATURE_NAMES.index(intervals.REGIME_FEATURE)]
+    calibration = intervals.calibrate(y[ok] - fitted - 0.5 * np.log(bias), level)
     cols = {n: X[:, i] for i, n in enumerate(FEATURE_NAMES)}
     return ModelBundle(
         booster=booster,
@@ -67,11 +71,12 @@ def train_bundle(df: pd.DataFrame, version: str = "1", trees: int = 40) -> Model
         run_id=f"run-{version}",
         feature_names=list(FEATURE_NAMES),
         feature_version=FEATURE_VERSION,
-        bias_factor=bias_factor(y[ok], fitted),
+        bias_factor=bias,
         reference={n: np.nanquantile(c, LEVELS).tolist() for n, c in cols.items()},
         feature_ranges={n: (float(np.nanmin(c)), float(np.nanmax(c))) for n, c in cols.items()},
         metrics={"test_qlike": 0.2, "test_rmse": 0.4},
         trained_at=time.time(),
+        intervals=calibration,
     )
 
 

@@ -56,3 +56,34 @@ def test_challenger_scores_in_shadow(
     assert roles == [("champion", "1")] * 5 + [("shadow", "2")] * 5
     shadow = score(challenger, feature_matrix([v.features for v in vecs], FEATURE_NAMES))
     np.testing.assert_allclose([p.log_rv for p in out.predictions[5:]], shadow)
+
+
+def test_predictions_carry_calibrated_intervals(
+    calm_candles, calm_features, bundle, to_vectors
+) -> None:
+    """Every prediction has [rv_lo, rv_hi] around rv at the configured level; on the rows the
+    calibration came from (conftest), each regime bin covers that share of the realized RV."""
+    from services.common.intervals import REGIME_FEATURE, bin_index
+    from trainer.dataset import log_rv_target, minute_grid
+
+    warm = calm_features[calm_features["warm"]]
+    vecs = to_vectors(warm)
+    preds = process(records(vecs), bundle, None, level=0.8).predictions
+    assert len(preds) == len(warm) > 1000
+    assert all(p.interval_level == 0.8 and p.rv_lo < p.rv < p.rv_hi for p in preds)
+    wider = process(records(vecs[:50]), bundle, None, level=0.95).predictions
+    assert all(w.rv_lo < p.rv_lo and w.rv_hi > p.rv_hi for w, p in zip(wider, preds, strict=False))
+    y = log_rv_target(minute_grid(calm_candles), warm["time"].to_numpy())
+    ok = np.isfinite(y)
+    inside = (np.log([p.rv_lo for p in preds]) <= y) & (y <= np.log([p.rv_hi for p in preds]))
+    bins = bin_index(bundle.intervals, warm[REGIME_FEATURE].to_numpy())
+    for b in (0, 1, 2):
+        assert abs(inside[ok & (bins == b)].mean() - 0.8) < 0.01
+
+
+def test_no_calibration_no_interval(calm_features, bundle, to_vectors) -> None:
+    from dataclasses import replace
+
+    plain = replace(bundle, intervals={})
+    out = process(records(to_vectors(calm_features.iloc[-5:])), plain, None)
+    assert all(p.rv_lo is None and p.interval_level is None for p in out.predictions)

@@ -60,6 +60,11 @@ async def test_predict_scores_like_the_stream(client, service, calm_features, to
         [p.log_rv for p in stream.predictions]
     )
     assert answers[0].json()["role"] == "champion" and answers[0].json()["time"] == vecs[0].time
+    for key in ("rv_lo", "rv_hi"):  # the same interval as the stream, at the configured level
+        assert [a.json()[key] for a in answers] == pytest.approx(
+            [getattr(p, key) for p in stream.predictions]
+        )
+    assert {a.json()["interval_level"] for a in answers} == {service.psettings.interval_level}
 
 
 async def test_bad_predict_input_is_4xx_with_field_messages(
@@ -102,6 +107,7 @@ async def test_predictions_from_the_ring(client, service, calm_features, to_vect
     service.ring.extend(out.predictions)
     latest = (await client.get("/predictions/latest", params={"symbol": "BTC"})).json()
     assert latest["time"] == vecs[-1].time
+    assert latest["rv_lo"] < latest["rv"] < latest["rv_hi"] and latest["interval_level"] == 0.8
     page = (
         await client.get(
             "/predictions", params={"symbol": "BTC", "since": vecs[10].time, "limit": 5}
@@ -110,6 +116,7 @@ async def test_predictions_from_the_ring(client, service, calm_features, to_vect
     assert page["count"] == 5 and [p["time"] for p in page["predictions"]] == [
         v.time for v in vecs[10:15]
     ]
+    assert all(p["rv_lo"] < p["rv"] < p["rv_hi"] for p in page["predictions"])
     r = await client.get("/predictions", params={"symbol": "BTC", "limit": 0})
     assert r.status_code == 422
 
