@@ -7,6 +7,8 @@ offsets (shared/MEASURED.md).
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
@@ -68,23 +70,36 @@ async def read_letters(settings: Settings) -> list[DeadLetter]:
     return letters
 
 
+@asynccontextmanager
+async def _taken(
+    settings: Settings, group: str, from_start: bool
+) -> AsyncIterator[tuple[list[DeadLetter], Callable[[], Awaitable[None]]]]:
+    """The letters the group has not taken yet (all with ``from_start``), and a ``commit`` to
+    call once they are safely elsewhere."""
+    await kafka.ensure_topics(settings)
+    consumer = kafka.make_consumer(group_id=group, settings=settings)
+    await consumer.start()
+    try:
+        letters, positions = await _drain(consumer, from_start)
+
+        async def commit() -> None:
+            if positions:
+                await consumer.commit(positions)
+
+        yield letters, commit
+    finally:
+        await consumer.stop()
+
+
 async def replay_letters(
     settings: Settings, codes: set[str], from_start: bool, dry_run: bool
 ) -> tuple[int, int]:
     """Re-send the letters not replayed yet (all with ``from_start``); commit after the acks."""
-    await kafka.ensure_topics(settings)
-    consumer = kafka.make_consumer(group_id=REPLAY_GROUP, settings=settings)
-    await consumer.start()
-    try:
-        letters, positions = await _drain(consumer, from_start)
+    async with _taken(settings, REPLAY_GROUP, from_start) as (letters, commit):
         records, skipped = dlq.replay_records(letters, codes or None)
-        if dry_run:
-            return len(records), skipped
-        await kafka.publish(TICKS_RAW, records, settings)
-        if positions:
-            await consumer.commit(positions)
-    finally:
-        await consumer.stop()
+        if not dry_run:
+            await kafka.publish(TICKS_RAW, records, settings)
+            await commit()
     return len(records), skipped
 
 
@@ -93,17 +108,9 @@ async def replay_to_lake(
 ) -> tuple[int, int]:
     """Write the candles of the ``revised`` / ``late`` letters not taken yet into the lake
     (``DATA_DIR``), where the newest copy of a minute wins; commit after the write."""
-    await kafka.ensure_topics(settings)
-    consumer = kafka.make_consumer(group_id=LAKE_GROUP, settings=settings)
-    await consumer.start()
-    try:
-        letters, positions = await _drain(consumer, from_start)
+    async with _taken(settings, LAKE_GROUP, from_start) as (letters, commit):
         candles, skipped = dlq.lake_candles(letters, codes or None)
-        if dry_run:
-            return len(candles), skipped
-        lake.write_candles(settings.data_dir, candles)
-        if positions:
-            await consumer.commit(positions)
-    finally:
-        await consumer.stop()
+        if not dry_run:
+            lake.write_candles(settings.data_dir, candles)
+            await commit()
     return len(candles), skipped
