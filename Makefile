@@ -17,9 +17,14 @@ $(VENV)/.synced: pyproject.toml uv.lock
 	$(UV) sync --frozen --python python3.11
 	@touch $@
 
-## run: the main job on embedded defaults (broker, MLflow on SQLite, real data in ../shared/data)
+## run: the main job on embedded defaults (broker, MLflow on SQLite, real data in ../shared/data or,
+## away from it, fetched from Binance's public archives into data/binance: docs/data.md). When the
+## data is missing it says which command fetches it; VOLSTREAM_FETCH=1 fetches it, then runs.
+## RUN_ARGS go to `volstream up` (e.g. RUN_ARGS=--no-monitoring).
+RUN_ARGS ?=
 run: setup
-	$(VENV)/bin/volstream up --demo
+	@data_dir="$$($(PY) -m devstack.data_fetch demo-dir)" && \
+	SHARED_DATA_DIR="$$data_dir" $(VENV)/bin/volstream up --demo $(RUN_ARGS)
 
 ## system-setup: Debian's Prometheus/Alertmanager and the Airflow venv (each script is idempotent)
 system-setup: monitoring-setup airflow-setup

@@ -2,9 +2,13 @@
 
 1. Replays a warm-up slice of the real history at full speed, so the featurizer's longest
    window (a week) is covered and predictions start at once.
-2. Trains and registers a first champion on the shared 2-year file, if there is none.
+2. Trains and registers a first champion on the 2-year file, if there is none.
 3. Keeps replaying the real candles that follow at an accelerated rate (``DEMO_SPEED`` times real
    time), so predictions keep flowing.
+
+The 2-year file is ``../shared/data/btcusdt_1m_2023-2024.parquet`` (``SHARED_DATA_DIR``) or, away
+from that folder, the same file fetched from Binance's public archives into ``DATA_FETCH_DIR``
+(``volstream data fetch``; ``make run`` says how, see ``devstack.data_fetch.demo_data``).
 
 Each step runs the public CLI (``volstream ingest replay``, ``volstream train``), exactly what a
 user would type.
@@ -22,6 +26,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from devstack.data_fetch import demo_data
+from devstack.data_fetch.settings import DataFetchSettings
 from services.common.logging import configure_logging
 from services.common.settings import get_settings
 
@@ -66,7 +72,12 @@ def has_champion() -> bool:
 def main() -> None:
     configure_logging(get_settings().log_level)
     settings, demo = get_settings(), DemoSettings()
-    source = settings.shared_data_dir / "btcusdt_1m_2023-2024.parquet"
+    found = demo_data.locate(settings.shared_data_dir, DataFetchSettings().dir)
+    if found is None:
+        log.error(demo_data.missing_message(settings.shared_data_dir, DataFetchSettings().dir))
+        raise SystemExit(3)
+    source = found / demo_data.DEMO_FILE
+    log.info("demo history", extra={"file": str(source)})
     live_start = int(pd.Timestamp(demo.live_start).timestamp())
     warm_start = live_start - int(demo.warmup_days * 86400)
     work = settings.data_dir / "demo"
@@ -75,7 +86,7 @@ def main() -> None:
     log.info("replaying the warm-up slice at full speed", extra={"candles": n})
     volstream("ingest", "replay", "--file", str(warm), "--symbol", demo.symbol, "--speed", "max")
     if not has_champion():
-        log.info("no champion yet: training one on the shared 2-year history")
+        log.info("no champion yet: training one on the 2-year history")
         t0 = time.monotonic()
         volstream("train", "--data", str(source))
         log.info("champion trained", extra={"seconds": round(time.monotonic() - t0, 1)})
@@ -85,7 +96,7 @@ def main() -> None:
     volstream(
         "ingest", "replay", "--file", str(feed), "--symbol", demo.symbol, "--speed", str(demo.speed)
     )
-    log.info("demo feed finished: the shared history is exhausted")
+    log.info("demo feed finished: the recorded history is exhausted")
 
 
 if __name__ == "__main__":

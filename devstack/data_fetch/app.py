@@ -14,6 +14,7 @@ import os
 import zipfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 
 import httpx
@@ -43,8 +44,10 @@ from devstack.data_fetch.core import (
     DataFetchError,
     MissingArchive,
     combine,
+    days_of,
     parse_checksum,
     parse_klines,
+    previous_month,
     verify,
 )
 from devstack.data_fetch.settings import DataFetchSettings
@@ -122,7 +125,7 @@ class Fetcher:
             return attempt(url, path.rsplit("/", 1)[-1], progress)
         except httpx.HTTPStatusError as exc:
             if exc.response.status_code == 404:
-                raise MissingArchive(f"{path}: not published (404 at {url})") from exc
+                raise MissingArchive(f"{archive.path}: not published (404 at {url})") from exc
             raise DataFetchError(f"{path}: HTTP {exc.response.status_code} at {url}") from exc
         except (httpx.TransportError, _ServerError) as exc:
             raise DataFetchError(
@@ -173,10 +176,12 @@ def _read_zip(data: bytes, archive: Archive) -> bytes:
         raise BadArchive(f"{archive.path}: truncated or corrupt zip ({exc})") from exc
 
 
-def fetch_pair(fetcher: Fetcher, archives: Iterable[Archive]) -> pd.DataFrame:
+def fetch_pair(fetcher: Fetcher, archives: Iterable[Archive], today: date) -> pd.DataFrame:
     """Every archive of one pair, combined (sorted, gaps left as gaps).
 
-    The current month's most recent day may not be published yet: a 404 on it is a warning.
+    Binance publishes a day's archive the next day and a month's in the first days of the next
+    month, so two 404s are expected: the plan's last day (a warning; re-run later), and last
+    month's archive (read day by day instead).
     """
     plan = list(archives)
     frames = []
@@ -186,8 +191,14 @@ def fetch_pair(fetcher: Fetcher, archives: Iterable[Archive]) -> pd.DataFrame:
         except MissingArchive:
             if archive.daily and archive == plan[-1]:
                 log.warning("the last day is not published yet", extra={"file": archive.name})
-                continue
-            raise
+            elif not archive.daily and archive.period == previous_month(today):
+                log.warning(
+                    "last month is not published yet: reading its days",
+                    extra={"file": archive.name},
+                )
+                frames += [fetcher.frame(day) for day in days_of(archive)]
+            else:
+                raise
     return combine(frames)
 
 

@@ -8,7 +8,7 @@ is written unless every archive of every pair was verified and read.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -72,21 +72,26 @@ def fetch(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     settings = DataFetchSettings()
-    run_fetch(settings, plans, names, base_url, output, to_lake)
+    run_fetch(settings, plans, names, base_url=base_url, output=output, today=today)
 
 
 def run_fetch(
     settings: DataFetchSettings,
     plans: dict[str, list[core.Archive]],
     names: dict[str, str],
-    base_url: str | None,
-    output: Path | None,
-    to_lake: bool,
+    *,
+    today: date,
+    base_url: str | None = None,
+    output: Path | None = None,
+    report_to_stderr: bool = False,
 ) -> list[core.Summary]:
-    """Fetch every pair, then write; a DataFetchError is one line on stderr and exit code 1."""
+    """Fetch every pair, then write to ``output`` (or the lake when it is None).
+
+    A DataFetchError is one line on stderr naming the file, and exit code 1.
+    """
     fetcher = Fetcher(settings, base_url)
     try:
-        frames = {pair: fetch_pair(fetcher, plan) for pair, plan in plans.items()}
+        frames = {pair: fetch_pair(fetcher, plan, today) for pair, plan in plans.items()}
     except core.DataFetchError as exc:
         typer.echo(f"error: {exc}; nothing written", err=True)
         raise typer.Exit(1) from exc
@@ -105,8 +110,11 @@ def run_fetch(
             where = f"lake symbol={names[pair]} ({new} new rows)"
         summary = core.summarize(pair, frame)
         summaries.append(summary)
-        typer.echo(_describe(summary, where))
-    typer.echo(f"archives: {len(fetcher.downloaded)} downloaded, {len(fetcher.cached)} cached")
+        typer.echo(_describe(summary, where), err=report_to_stderr)
+    typer.echo(
+        f"archives: {len(fetcher.downloaded)} downloaded, {len(fetcher.cached)} cached",
+        err=report_to_stderr,
+    )
     return summaries
 
 
@@ -125,12 +133,12 @@ def demo_dir(
     found = demo_data.locate(shared, settings.dir)
     if found is None and (fetch_missing or demo_data.fetch_wanted()):
         typer.echo(f"fetching the demo's data into {settings.dir}", err=True)
-        plan = core.plan_archives(
-            demo_data.DEMO_PAIR, demo_data.DEMO_FROM, demo_data.DEMO_TO, datetime.now(UTC).date()
-        )
+        today = datetime.now(UTC).date()
+        pair = demo_data.DEMO_PAIR
+        plan = core.plan_archives(pair, demo_data.DEMO_FROM, demo_data.DEMO_TO, today)
         target = settings.dir / demo_data.DEMO_FILE
         run_fetch(
-            settings, {demo_data.DEMO_PAIR: plan}, {demo_data.DEMO_PAIR: "BTC"}, None, target, False
+            settings, {pair: plan}, {pair: "BTC"}, today=today, output=target, report_to_stderr=True
         )
         found = settings.dir
     if found is None:

@@ -140,6 +140,20 @@ def plan_archives(pair: str, start: str, end: str, today: date) -> list[Archive]
     return out
 
 
+def previous_month(today: date) -> str:
+    """``YYYY-MM`` of the month before ``today``'s (its archive may not be published yet)."""
+    return (today.replace(day=1) - timedelta(days=1)).strftime("%Y-%m")
+
+
+def days_of(archive: Archive) -> list[Archive]:
+    """The daily archives covering a monthly one."""
+    start, end = archive.bounds
+    return [
+        Archive(archive.pair, datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d"))
+        for t in range(start, end, 86400)
+    ]
+
+
 def lake_symbol(
     pair: str, overrides: Mapping[str, str] | None = None, quotes: Iterable[str] = DEFAULT_QUOTES
 ) -> str:

@@ -42,7 +42,7 @@ def missing_message(shared_dir: Path, fetch_dir: Path) -> str:
         f"No market data for the demo: {DEMO_FILE} is neither in {_shown(shared_dir)}"
         f" (SHARED_DATA_DIR) nor in {_shown(fetch_dir)} (DATA_FETCH_DIR). Fetch Binance's public"
         f" BTCUSDT minute candles for {DEMO_FROM}..{DEMO_TO} (24 checksummed monthly archives,"
-        f" about 60 MB) with:\n    {cmd}\nthen `make run` again, or fetch and run in one go with:"
+        f" roughly 50 MB) with:\n    {cmd}\nthen `make run` again, or fetch and run in one go with:"
         f"\n    {FETCH_ENV}=1 make run"
     )
 

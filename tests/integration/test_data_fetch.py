@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from devstack.data_fetch import local_archive as la
@@ -33,7 +34,8 @@ SHARED_FILE = "btcusdt_1m_2023-2024.parquet"
 LEAP_YEAR_S = 366 * 86400
 VOLSTREAM = [sys.executable, "-m", "devstack.cli"]
 MONTHS = ["2024-01", "2024-02", "2024-03"]
-DAYS = ["2024-12-01", "2024-12-02", "2024-12-03"]
+DECEMBER = [f"2024-12-{d:02d}" for d in range(1, 32)]  # daily archives only, no monthly one
+DAYS = DECEMBER[:3]
 
 
 def _slice(frame: pd.DataFrame, *periods: str) -> pd.DataFrame:
@@ -61,7 +63,7 @@ def pristine(
     tmp_path_factory: pytest.TempPathFactory, candles: pd.DataFrame, january_2025: pd.DataFrame
 ) -> Path:
     root = tmp_path_factory.mktemp("archive")
-    la.build(root, "BTCUSDT", candles, [*MONTHS, "2024-11", *DAYS])
+    la.build(root, "BTCUSDT", candles, [*MONTHS, "2024-11", *DECEMBER])
     la.build(root, "BTCUSDT", january_2025, ["2025-01"])
     return root
 
@@ -249,17 +251,43 @@ def test_the_current_month_comes_from_daily_archives(
     server: la.ArchiveServer, tmp_path: Path, candles: pd.DataFrame
 ) -> None:
     """On 2024-12-05: November whole, then December 1..4 day by day; the 4th is not published
-    yet (the archive has days 1..3), which is a warning, not an error."""
-    plan = plan_archives("BTCUSDT", "2024-11", "2024-12", today=date(2024, 12, 5))
-    assert plan[-1].period == "2024-12-04"  # not in the archive: published tomorrow
+    yet, which is a warning, not an error."""
+    unpublished = Archive("BTCUSDT", "2024-12-04")
+    (server.root / unpublished.path).unlink()
+    (server.root / f"{unpublished.path}.CHECKSUM").unlink()
+    today = date(2024, 12, 5)
+    plan = plan_archives("BTCUSDT", "2024-11", "2024-12", today=today)
+    assert plan[-1] == unpublished
     out = tmp_path / "out.parquet"
-    settings = DataFetchSettings()
-    run_fetch(settings, {"BTCUSDT": plan}, {"BTCUSDT": "BTC"}, server.base_url, out, False)
+    plans, names = {"BTCUSDT": plan}, {"BTCUSDT": "BTC"}
+    run_fetch(DataFetchSettings(), plans, names, today=today, base_url=server.base_url, output=out)
     assert [r for r in _zip_requests(server) if "/daily/" in r] == [
         Archive("BTCUSDT", d).path for d in DAYS
     ]
-    assert server.requests[-1] == Archive("BTCUSDT", "2024-12-04").path + ".CHECKSUM"
+    assert server.requests[-1] == unpublished.path + ".CHECKSUM"
     pd.testing.assert_frame_equal(pd.read_parquet(out), _slice(candles, "2024-11", *DAYS))
+
+
+def test_last_months_unpublished_archive_is_read_day_by_day(
+    server: la.ArchiveServer,
+    tmp_path: Path,
+    candles: pd.DataFrame,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """On 2025-01-02 December's monthly archive is not out yet (the archive holds its days)."""
+    today = date(2025, 1, 2)
+    plan = plan_archives("BTCUSDT", "2024-12", "2025-01", today=today)
+    assert [a.period for a in plan] == ["2024-12", "2025-01-01"]
+    out = tmp_path / "out.parquet"
+    plans, names = {"BTCUSDT": plan}, {"BTCUSDT": "BTC"}
+    run_fetch(DataFetchSettings(), plans, names, today=today, base_url=server.base_url, output=out)
+    assert len([r for r in _zip_requests(server) if "/daily/" in r]) == 31
+    pd.testing.assert_frame_equal(pd.read_parquet(out), _slice(candles, "2024-12"))
+    later = date(2025, 3, 1)  # two months on, a missing month is an error
+    older = {"BTCUSDT": plan_archives("BTCUSDT", "2024-12", "2024-12", today=later)}
+    with pytest.raises(typer.Exit):
+        run_fetch(DataFetchSettings(), older, names, today=later, base_url=server.base_url)
+    assert "BTCUSDT-1m-2024-12.zip: not published (404" in capsys.readouterr().err
 
 
 PAIRS = ["fetch", "--symbol", "BTCUSDT", "--symbol", "ETHUSDT"]
