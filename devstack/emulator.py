@@ -7,7 +7,14 @@
 - ``GET /_emulator/state``: simulated now, faults, what was injected (duplicated rows included);
 - ``POST /_emulator/faults`` ``{"probabilities": {"http_500": 0.2}, "seed": 1, "slow_s": 3}``;
   ``DELETE /_emulator/faults`` stops them;
-- ``POST /_emulator/clock`` ``{"speed": 60, "advance_s": 3600}``.
+- ``POST /_emulator/clock`` ``{"speed": 60, "advance_s": 3600, "lag_s": 2}``.
+
+By default each symbol serves three weeks of the shared two-year file, more than a week of it
+behind "now" (``--history-days``, default 8), so a live ingestor can warm its features from the
+API alone, as against the real API (7 days of minutes). ``--lag-s`` (default 2) is the
+availability lag: a closed minute becomes visible that many seconds after it ends, until then it
+is still served as the open minute. ``--rate-limit second=20,minute=300`` refuses calls over
+those caps with the API's Type 99 body.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from devstack.emulator_core import (
     Dataset,
     EmulatorError,
     Faults,
+    RateLimits,
     SimClock,
     envelope,
     error_body,
@@ -44,11 +52,17 @@ from devstack.emulator_core import (
     minute_rows,
 )
 
-#: Which real week each default symbol serves (all shifted onto one clock).
+#: The recorded API responses (a week each); the unit tests serve these.
 DEFAULT_FILES = {
     "BTC": "cryptocompare/cc_histominute_BTCUSDT_2024-03-01_7d.json",
     "ETH": "cryptocompare/cc_histominute_BTCUSDT_2020-03-09_7d.json",
 }
+#: What ``volstream emulator`` serves by default: three real weeks of the two-year file per
+#: symbol (all BTCUSDT, different periods; shifted onto one clock), so more than the API's week
+#: of minutes lies behind "now" and the clock still runs for days.
+TWO_YEAR_FILE = "btcusdt_1m_2023-2024.parquet"
+DEFAULT_SERIES = {"BTC": "2024-03-01", "ETH": "2023-03-09", "SOL": "2023-08-14"}
+SERIES_DAYS = 21.0
 QUOTES = {"USD", "USDT"}
 EXCHANGES = {"CCCAGG", "BINANCE"}
 
@@ -66,17 +80,25 @@ class Emulator:
         clock: SimClock,
         faults: Faults | None = None,
         api_key: str | None = None,
+        lag_s: float = 0.0,
+        rate_limits: RateLimits | None = None,
     ) -> None:
         self.datasets = datasets
         self.clock = clock
         self.faults = faults or Faults()
         self.api_key = api_key
+        self.lag_s = lag_s
+        self.rate_limits = rate_limits or RateLimits()
         self.requests = 0
 
     def now(self) -> float:
         """Simulated now; it stops at the end of the data (the last minute stays open)."""
         end = max(ds.last for ds in self.datasets.values()) + MINUTE - 1
         return min(self.clock.now(), end)
+
+    def visible_now(self) -> float:
+        """What the data shows: a minute closes ``lag_s`` (simulated) seconds after it ends."""
+        return self.now() - self.lag_s
 
     def authorized(self, request: Request) -> bool:
         if not self.api_key:
@@ -107,7 +129,7 @@ class Emulator:
             to_ts = int(params["toTs"]) if params.get("toTs") else None
         except ValueError as exc:
             raise EmulatorError(error_body(f"bad parameter: {exc}", 2)) from exc
-        now, ds = self.now(), self.datasets[symbol]
+        now, ds = self.visible_now(), self.datasets[symbol]
         if hourly:
             return symbol, hour_rows(ds, now, limit, to_ts), False
         rows = minute_rows(ds, now, limit, to_ts)
@@ -116,6 +138,9 @@ class Emulator:
     async def history(self, request: Request) -> Response:
         """The histominute/histohour endpoints, faults included."""
         self.requests += 1
+        refused = self.rate_limits.admit()
+        if refused is not None:
+            return json_response(refused)
         fault = self.faults.transport_fault()
         if fault == "slow":
             await asyncio.sleep(self.faults.slow_s)
@@ -145,7 +170,10 @@ class Emulator:
             {
                 "now": self.now(),
                 "speed": self.clock.speed,
+                "lag_s": self.lag_s,
                 "requests": self.requests,
+                "rate_limited": self.rate_limits.refused,
+                "max_calls": self.rate_limits.max_calls,
                 "faults": {"probabilities": f.probabilities, "seed": f.seed, "slow_s": f.slow_s},
                 "injected": f.injected,
                 "duplicated": [list(d) for d in f.duplicated],
@@ -175,7 +203,8 @@ class Emulator:
     async def set_clock(self, request: Request) -> Response:
         doc = orjson.loads(await request.body() or b"{}")
         self.clock.set(speed=doc.get("speed"), advance_s=float(doc.get("advance_s", 0.0)))
-        return json_response({"now": self.now(), "speed": self.clock.speed})
+        self.lag_s = float(doc.get("lag_s", self.lag_s))
+        return json_response({"now": self.now(), "speed": self.clock.speed, "lag_s": self.lag_s})
 
     async def not_found(self, request: Request) -> Response:
         return json_response(PATH_NOT_FOUND)
@@ -197,6 +226,16 @@ def load_datasets(files: dict[str, Path], first_time: int) -> dict[str, Dataset]
     return {sym: Dataset.from_file(sym, path, first_time) for sym, path in files.items()}
 
 
+def parse_rate_limit(spec: str) -> dict[str, int]:
+    """``second=20,minute=300`` (empty: no limit).
+
+    >>> parse_rate_limit("second=20,minute=300"), parse_rate_limit("")
+    ({'second': 20, 'minute': 300}, {})
+    """
+    pairs = (p.strip().partition("=") for p in spec.split(",") if p.strip())
+    return {window: int(cap) for window, _, cap in pairs}
+
+
 def parse_faults(spec: str) -> dict[str, float]:
     """``http_500=0.1,duplicate=0.2`` (a bare kind means probability 1).
 
@@ -215,12 +254,14 @@ def default_start(wall: float, ahead_s: float, speed: float) -> float:
 
     Faster than real time, the clock would otherwise run into the future, and a validator that
     refuses candles from the future would be right to. ``ahead_s`` is the data after the start.
+    At real time or slower it is the wall clock itself, so minutes close when they do on the wall.
 
     >>> default_start(1000.0, ahead_s=600, speed=1.0), default_start(1000.0, 600, speed=3.0)
-    (960, 600)
+    (1000.0, 600)
     """
-    lead = max(0.0, ahead_s) * (1 - 1 / speed) if speed > 1 else 0.0
-    return floor_minute(wall - lead)
+    if speed <= 1:
+        return wall
+    return floor_minute(wall - max(0.0, ahead_s) * (1 - 1 / speed))
 
 
 def build(args: argparse.Namespace) -> Emulator:
@@ -228,16 +269,53 @@ def build(args: argparse.Namespace) -> Emulator:
     from services.common.settings import get_settings
 
     data_dir = get_settings().shared_data_dir
-    files = {s: data_dir / rel for s, rel in DEFAULT_FILES.items()}
-    files.update({s.upper(): Path(p) for s, _, p in (d.partition("=") for d in args.dataset)})
-    datasets = load_datasets(files, first_time=0)
+    files = {s.upper(): Path(p) for s, _, p in (d.partition("=") for d in args.dataset)}
+    if files:
+        datasets = load_datasets(files, first_time=0)
+    else:
+        datasets = load_series(data_dir / TWO_YEAR_FILE, DEFAULT_SERIES, first_time=0)
     span = max(ds.last for ds in datasets.values()) + MINUTE
+    history_s = history_days(args.history_days, span) * 86400
     start = args.start_time
     if start is None:
-        start = default_start(time.time(), span - args.history_days * 86400, args.speed)
-    datasets = load_datasets(files, first_time=floor_minute(start - args.history_days * 86400))
+        start = default_start(time.time(), span - history_s, args.speed)
+    first = floor_minute(start - history_s)
+    datasets = {s: ds.moved(first) for s, ds in datasets.items()}
     faults = Faults(parse_faults(args.faults), seed=args.seed, slow_s=args.slow_s)
-    return Emulator(datasets, SimClock(start, args.speed), faults, api_key=args.api_key)
+    return Emulator(
+        datasets,
+        SimClock(start, args.speed),
+        faults,
+        api_key=args.api_key,
+        lag_s=args.lag_s,
+        rate_limits=RateLimits(parse_rate_limit(args.rate_limit)),
+    )
+
+
+def history_days(asked: float | None, span_s: float) -> float:
+    """``--history-days``, else 8 (more than the API's week) when the data spans over 9 days,
+    else all but a day of it (a recorded week), so the clock still has a day to run.
+
+    >>> history_days(None, 21 * 86400), history_days(None, 7 * 86400), history_days(2.0, 0)
+    (8.0, 6.0, 2.0)
+    """
+    if asked is not None:
+        return asked
+    return 8.0 if span_s > 9 * 86400 else max(0.0, span_s / 86400 - 1.0)
+
+
+def load_series(path: Path, series: dict[str, str], first_time: int) -> dict[str, Dataset]:
+    """Per symbol, :data:`SERIES_DAYS` of the Parquet file from a start date, on one clock."""
+    return {
+        sym: Dataset.from_parquet(sym, path, _unix(day), SERIES_DAYS, first_time)
+        for sym, day in series.items()
+    }
+
+
+def _unix(day: str) -> int:
+    from datetime import UTC, datetime
+
+    return int(datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp())
 
 
 def parser() -> argparse.ArgumentParser:
@@ -252,7 +330,17 @@ def parser() -> argparse.ArgumentParser:
         help="simulated start, unix s (default: now, or earlier when faster than real time so "
         "the clock never passes the wall clock)",
     )
-    p.add_argument("--history-days", type=float, default=1.0, help="data before the start")
+    p.add_argument(
+        "--history-days",
+        type=float,
+        default=None,
+        help="data before the start (default 8, more than the API's week; a day less than the "
+        "data when it is shorter)",
+    )
+    p.add_argument(
+        "--lag-s", type=float, default=2.0, help="a closed minute shows this long after it ends"
+    )
+    p.add_argument("--rate-limit", default="", help="e.g. second=20,minute=300 (default: none)")
     p.add_argument("--dataset", action="append", default=[], help="SYMBOL=path.json (repeat)")
     p.add_argument("--faults", default="", help=f"kind=prob,... kinds: {','.join(FAULT_KINDS)}")
     p.add_argument("--seed", type=int, default=0)

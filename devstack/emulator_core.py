@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,26 @@ class Dataset:
         rows = rows["Data"] if isinstance(rows, dict) else rows
         rows = sorted(rows, key=lambda r: r["time"])
         return cls(symbol, rows, shift=first_time - rows[0]["time"])
+
+    @classmethod
+    def from_parquet(
+        cls, symbol: str, path: Path, since: int, days: float, first_time: int
+    ) -> Dataset:
+        """``days`` of the shared Parquet layout from unix ``since``; its first candle at
+        ``first_time``. Rows get the API's conversion fields, as the recorded responses have."""
+        import pandas as pd
+
+        filters = [("time", ">=", since), ("time", "<", since + int(days * 86400))]
+        frame = pd.read_parquet(path, filters=filters).sort_values("time")
+        extra = {"conversionType": "direct", "conversionSymbol": ""}
+        rows = [{**r, "time": int(r["time"]), **extra} for r in frame.to_dict("records")]
+        if not rows:
+            raise ValueError(f"{path.name} holds no candles from {since} for {days} days")
+        return cls(symbol, rows, shift=first_time - rows[0]["time"])
+
+    def moved(self, first_time: int) -> Dataset:
+        """The same candles, the first one at ``first_time``."""
+        return Dataset(self.symbol, self.rows, self.shift + first_time - self.first)
 
     def row(self, t: int) -> Row:
         """The candle opening at ``t`` (a zero candle before the series begins)."""
@@ -267,6 +288,49 @@ class Faults:
                 bad[victim] = None
             rows.insert(closed, bad)
         return rows
+
+
+@dataclass
+class RateLimits:
+    """The API's rate limit, enforced on real (monotonic) time over sliding windows.
+
+    ``max_calls`` maps a window name of the API's ``RateLimit`` object (second, minute, hour)
+    to its cap; a call over any cap is refused with the Type 99 body, counting the calls made in
+    each window, as the real API does. Refused calls count too (the API counts them).
+
+    >>> rl = RateLimits({"second": 2})
+    >>> [rl.admit(now=0.0) is None for _ in range(3)], rl.refused
+    ([True, True, False], 1)
+    >>> rl.admit(now=1.5) is None
+    True
+    """
+
+    max_calls: dict[str, int] = field(default_factory=dict)
+    refused: int = 0
+    calls: deque[float] = field(default_factory=deque)
+
+    WINDOWS = {"second": 1.0, "minute": 60.0, "hour": 3600.0}
+
+    def __post_init__(self) -> None:
+        unknown = set(self.max_calls) - set(self.WINDOWS)
+        if unknown:
+            raise ValueError(f"unknown rate windows {sorted(unknown)}; known: {list(self.WINDOWS)}")
+
+    def admit(self, now: float | None = None) -> Row | None:
+        """None when the call is within every cap, else the rate-limit error body."""
+        if not self.max_calls:
+            return None
+        now = time.monotonic() if now is None else now
+        longest = max(self.WINDOWS[w] for w in self.max_calls)
+        while self.calls and self.calls[0] <= now - longest:
+            self.calls.popleft()
+        made = {w: sum(1 for t in self.calls if t > now - s) for w, s in self.WINDOWS.items()}
+        self.calls.append(now)
+        if all(made[w] < cap for w, cap in self.max_calls.items()):
+            return None
+        self.refused += 1
+        limits = {"calls_made": {w: n + 1 for w, n in made.items()}, "max_calls": self.max_calls}
+        return {**RATE_LIMIT_BODY, "RateLimit": limits}
 
 
 def malformed(body: bytes) -> bytes:

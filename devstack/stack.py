@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
 import shutil
 import signal
 import sys
@@ -28,7 +29,8 @@ from devstack.mlflow_local import SERVER_ENV
 from devstack.supervisor import Layout, Program, Supervisor, running_pid, stop_pid
 from services.common.settings import REPO_ROOT, Settings, get_settings
 
-EMULATOR_PORT = 8765
+#: ``EMULATOR_PORT``: where ``up --emulator`` serves the CryptoCompare emulator.
+EMULATOR_PORT = int(os.environ.get("EMULATOR_PORT", "8765"))
 S3_PORT = 9000
 PY = sys.executable
 

@@ -4,6 +4,11 @@
   moves the durable checkpoint only after the broker acknowledged them.
 - :class:`Poller` runs live polls and backfills: the newest page, then pages back with ``toTs`` to
   the checkpoint, oldest first on output, only closed candles newer than the checkpoint.
+- Live mode is warm from the first minute: each symbol first gets the history its features need
+  (:meth:`Poller.warm_up`: the lake, then the API's week of minutes, oldest first), all of it
+  published before that symbol's first live poll, so nothing arrives behind the validator's mark.
+  Then :meth:`Poller.follow` polls just after each minute closes and retries every
+  ``ALIGN_RETRY_S`` while the API still shows that minute open (its availability lag).
 - :func:`replay` streams a file at a multiple of real time or as fast as the broker takes it.
 
 Upstream failures skip the poll (counted) and the loop goes on; broker failures raise.
@@ -17,12 +22,15 @@ import functools
 import logging
 import sys
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.structs import TopicPartition
 
-from services.common import kafka
+from services.common import kafka, lake
 from services.common.errors import ConfigError, UpstreamError
 from services.common.logging import configure_logging
 from services.common.metrics import serve_metrics
@@ -30,14 +38,18 @@ from services.common.settings import Settings
 from services.common.topics import TICKS_RAW
 from services.ingestor import metrics
 from services.ingestor.checkpoint import CheckpointStore
-from services.ingestor.client import CryptoCompareClient, RetryPolicy
+from services.ingestor.client import CryptoCompareClient, RetryPolicy, rate_limiter
 from services.ingestor.core import (
+    MINUTE,
     Row,
+    closing_minute,
     drop_prehistory,
     encode_batches,
     is_zero_row,
     lag_seconds,
+    lead_time,
     newest_time,
+    next_tick,
     page_back,
     parse_speed,
     require_api_key,
@@ -102,12 +114,19 @@ class Poller:
     """Live polling and backfill of minute candles for a set of symbols."""
 
     def __init__(
-        self, client: CryptoCompareClient, publisher: Publisher, cfg: IngestorSettings
+        self,
+        client: CryptoCompareClient,
+        publisher: Publisher,
+        cfg: IngestorSettings,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.client = client
         self.publisher = publisher
         self.cfg = cfg
+        self.clock = clock  # the wall clock the live schedule follows (a seam for tests)
         self.cooldown_until = 0.0  # monotonic; set when the API asks for a long pause
+        self.open_minute: dict[str, int] = {}  # per symbol, the open minute the API last showed
+        self.last_report: dict[str, str] = {}  # per symbol, what the last backfill did and why
 
     async def collect(
         self, symbol: str, after: int | None, first_limit: int, reach_s: float = 0
@@ -117,8 +136,10 @@ class Poller:
         open_time = newest_time(page.rows)
         if open_time is None:
             return []
+        self.open_minute[symbol] = open_time
         if reach_s:
             floor = open_time - int(reach_s) - 60
+            self.last_report[symbol] = reach_report(floor, after, open_time)
             after = floor if after is None else max(after, floor)
         pages = [page.rows]
         oldest = min(valid_times(page.rows))
@@ -161,6 +182,8 @@ class Poller:
         else:
             sent = await self.publisher.publish(symbol, rows, source)
             outcome = "ok" if sent else "empty"
+            if reach_s:
+                self.last_report[symbol] = f"fetched {sent}; " + self.last_report.get(symbol, "")
             if sent:
                 log.info(
                     "polled",
@@ -170,16 +193,114 @@ class Poller:
         return outcome
 
     async def run_live(self, symbols: Sequence[str], stop: asyncio.Event) -> None:
-        """Poll every symbol (concurrently: one slow symbol does not delay the others) each
-        ``poll_interval_s`` until ``stop`` is set."""
+        """Warm each symbol up, then follow it (each on its own: one slow symbol does not delay
+        the others) until ``stop`` is set."""
+        await asyncio.gather(*(self.warm_then_follow(s, stop) for s in symbols))
+
+    async def warm_then_follow(self, symbol: str, stop: asyncio.Event) -> None:
+        if await self.warm_up(symbol, stop):
+            await self.follow(symbol, stop)
+
+    async def warm_up(self, symbol: str, stop: asyncio.Event) -> bool:
+        """Publish the history ``symbol`` lacks (``WARMUP_DAYS``) before its first live poll.
+
+        Without a checkpoint (a new symbol, an empty broker) the lake's candles come first, then
+        the API fills from there (or from ``WARMUP_DAYS`` back) to now, oldest first; with one,
+        this is the gap fill after an outage. Upstream failures are retried until it succeeds
+        (or ``stop``): a live poll first would put the history behind the validator's mark.
+        """
+        days = self.cfg.warmup_days
+        if not days:
+            return not stop.is_set()
+        if self.publisher.store.load(symbol) is None:
+            await self.from_lake(symbol, self.clock() - days * 86400)
+        wait = self.cfg.retry_initial_s
         while not stop.is_set():
-            t0 = time.monotonic()
-            await asyncio.gather(*(self.poll(symbol) for symbol in symbols))
-            await sleep_or_stop(stop, self.cfg.poll_interval_s - (time.monotonic() - t0))
+            outcome = await self.poll(symbol, source="backfill", reach_s=days * 86400)
+            if outcome in ("ok", "empty"):
+                log.info("warm", extra={"symbol": symbol, "report": self.last_report.get(symbol)})
+                return True
+            if await sleep_or_stop(stop, wait):
+                break
+            wait = min(wait * 2, self.cfg.retry_max_s)
+        return False
+
+    async def from_lake(self, symbol: str, since: float) -> int:
+        """Publish the lake's candles of ``symbol`` newer than ``since`` (oldest first)."""
+        data_dir = self.publisher.store.directory.parents[1]
+        frame = lake.read_lake(data_dir, symbol, start=int(since))
+        if frame.empty:
+            return 0
+        rows = frame.drop(columns="symbol").to_dict("records")
+        for row in rows:
+            row["time"] = int(row["time"])
+        sent = await self.publisher.publish(symbol, rows, "backfill")
+        log.info("warm from the lake", extra={"symbol": symbol, "candles": sent})
+        return sent
+
+    async def follow(self, symbol: str, stop: asyncio.Event) -> None:
+        """Poll ``symbol`` on the aligned schedule until ``stop``.
+
+        Each tick (a multiple of ``POLL_INTERVAL_S``) is shifted by a lead time learnt from the
+        recent showings of closed minutes; while the API still serves the minute that just ended
+        as open, retry every ``ALIGN_RETRY_S`` (within ``ALIGN_WINDOW_S``). An error, a cooldown
+        or an API on its own clock (a replayed or sped-up source) goes back to the schedule.
+        """
+        cfg, shown = self.cfg, deque[float](maxlen=5)
+        catch_up = True  # right after the warm-up, a minute may have ended meanwhile
+        while not stop.is_set():
+            lead = lead_time(shown, cfg.align_retry_s, 0.05) if cfg.poll_align else 0.0
+            tick = next_tick(self.clock(), cfg.poll_interval_s, lead) - lead
+            checkpoint = self.publisher.store.load(symbol)
+            previous = tick - cfg.poll_interval_s
+            late = catch_up and checkpoint is not None and checkpoint < closing_minute(previous)
+            tick, catch_up = (previous if late else tick), False
+            if await sleep_or_stop(stop, tick + lead - self.clock()):
+                return
+            waiting = closing_minute(tick)
+            while not stop.is_set():
+                outcome = await self.poll(symbol)
+                shows = self.open_minute.get(symbol)
+                if outcome not in ("ok", "empty") or shows is None or not cfg.poll_align:
+                    break
+                if shows > waiting:  # the minute is served closed
+                    if not late:  # a catch-up says nothing about the API's lag
+                        shown.append(self.clock() - tick)
+                    break
+                if shows < waiting or self.clock() - tick > cfg.align_window_s:
+                    break  # the API runs behind the wall clock: no point in hurrying
+                await sleep_or_stop(stop, cfg.align_retry_s)
 
     async def backfill(self, symbols: Sequence[str], days: float) -> dict[str, str]:
         """Page back ``days`` for each symbol (resuming after the checkpoint), oldest first."""
         return {s: await self.poll(s, source="backfill", reach_s=days * 86400) for s in symbols}
+
+
+#: The reason a backfill gives for the candles it leaves out.
+BEHIND = "behind data already published"
+
+
+def reach_report(floor: int, after: int | None, open_time: int) -> str:
+    """What a backfill reaching back to ``floor`` skips, and why (the part behind the checkpoint).
+
+    >>> reach_report(floor=0, after=None, open_time=600)
+    'skipped 0'
+    >>> reach_report(floor=0, after=540, open_time=600).split(":")[0]
+    'skipped 9'
+    """
+    if after is None or after <= floor:
+        return "skipped 0"
+    behind = (min(after, open_time - MINUTE) - floor) // MINUTE
+    upto = datetime.fromtimestamp(after, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        f"skipped {behind}: {BEHIND} (up to the candle of {upto}); the validator keeps only "
+        "candles newer than what it has passed, so history goes in before live polling starts "
+        "(live mode does it) or onto an empty broker"
+    )
+
+
+class BackfillRefused(Exception):
+    """A backfill whose range lies (partly) behind what ``ticks.raw`` already holds."""
 
 
 async def replay(
@@ -206,6 +327,27 @@ async def replay(
     return total
 
 
+async def kafka_is_empty(settings: Settings) -> bool:
+    """True when ``ticks.raw`` holds no record at all (a fresh or restarted in-memory broker)."""
+    consumer = kafka.make_consumer(group_id=None, settings=settings)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        parts = consumer.partitions_for_topic(TICKS_RAW) or set()
+        ends = await consumer.end_offsets([TopicPartition(TICKS_RAW, p) for p in parts])
+        return not any(ends.values())
+    finally:
+        await consumer.stop()
+
+
+def forget_checkpoints(store: CheckpointStore, symbols: Sequence[str]) -> None:
+    """Checkpoints that point into a log the broker no longer holds: warm up from scratch."""
+    for symbol in symbols:
+        if store.load(symbol) is not None:
+            log.warning("ticks.raw is empty: warming up again", extra={"symbol": symbol})
+            store.forget(symbol)
+
+
 def make_client(cfg: IngestorSettings) -> CryptoCompareClient:
     """The API client, refusing the real API without a key."""
     key = cfg.cryptocompare_api_key.get_secret_value() if cfg.cryptocompare_api_key else None
@@ -220,6 +362,7 @@ def make_client(cfg: IngestorSettings) -> CryptoCompareClient:
         exchange=cfg.exchange,
         timeout_s=cfg.http_timeout_s,
         retry=policy,
+        limiter=rate_limiter(cfg.rate_per_second, cfg.rate_per_minute, cfg.rate_per_hour),
     )
 
 
@@ -249,13 +392,24 @@ async def run(settings: Settings, cfg: IngestorSettings, stop: asyncio.Event) ->
         assert client is not None
         store = CheckpointStore.under(settings.data_dir)
         await reconcile(settings, store)
+        if cfg.mode == "live" and await kafka_is_empty(settings):
+            forget_checkpoints(store, settings.symbols)
         pub = Publisher.to_kafka(producer, store, cfg.chunk_size)
         poller = Poller(client, pub, cfg)
         if cfg.mode == "backfill":
             outcomes = await poller.backfill(settings.symbols, cfg.backfill_days)
+            for symbol, outcome in outcomes.items():
+                report = poller.last_report.get(symbol, "no answer from the API")
+                sys.stdout.write(f"{symbol}: {outcome}: {report}\n")
             failed = sorted(s for s, outcome in outcomes.items() if outcome == "skipped")
             if failed:
                 raise UpstreamError(f"backfill incomplete for {', '.join(failed)} (see log)")
+            refused = sorted(s for s in outcomes if BEHIND in poller.last_report.get(s, ""))
+            if refused:
+                raise BackfillRefused(
+                    f"backfill refused for {', '.join(refused)}: its range lies {BEHIND} "
+                    "(see above); only newer candles were fetched"
+                )
         else:
             await poller.run_live(settings.symbols, stop)
         return 0
@@ -285,8 +439,8 @@ def serve(settings: Settings, cfg: IngestorSettings) -> int:
     """The process entry (``python -m`` and the CLI): logs, metrics, run until done or a signal.
 
     A configuration problem (no API key for the real API, no replay file) exits with status 2, an
-    incomplete backfill with 1, each with a readable message instead of a traceback; anything else
-    (the broker) raises for the supervisor.
+    incomplete or refused backfill with 1, each with a readable message instead of a traceback;
+    anything else (the broker) raises for the supervisor.
     """
     configure_logging(settings.log_level, service="ingestor")
     try:
@@ -296,8 +450,8 @@ def serve(settings: Settings, cfg: IngestorSettings) -> int:
         log.error("configuration error", extra={"error": str(exc)})
         sys.stderr.write(f"ingestor: {exc}\n")
         return 2
-    except UpstreamError as exc:  # only a one-shot backfill lets one escape
-        log.error("upstream failure", extra={"error": str(exc)})
+    except (UpstreamError, BackfillRefused) as exc:  # only a one-shot backfill lets one escape
+        log.error("backfill incomplete or refused", extra={"error": str(exc)})
         sys.stderr.write(f"ingestor: {exc}\n")
         return 1
     return 0

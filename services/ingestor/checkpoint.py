@@ -57,3 +57,7 @@ class CheckpointStore:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+    def forget(self, symbol: str) -> None:
+        """Drop the checkpoint of ``symbol`` (its log is gone: the next start warms up anew)."""
+        self.path(symbol).unlink(missing_ok=True)

@@ -3,7 +3,9 @@
 Every failure becomes an :mod:`services.ingestor.errors` type at this boundary. Retryable ones
 (rate limits, 429/5xx, timeouts, connection errors, malformed bodies) are retried with exponential
 back-off plus jitter, honouring ``Retry-After``, within a bounded number of tries and seconds; then
-the last error is raised and the caller skips this poll.
+the last error is raised and the caller skips this poll. Every try first takes a permit from a
+client-side rate limiter (``pyrate-limiter``: the API's per-second/minute/hour caps), so polling
+many symbols waits its turn instead of being refused.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from pyrate_limiter import Duration, InMemoryBucket, Limiter, Rate
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -56,6 +59,13 @@ class RetryPolicy:
         return max(backoff, retry_after)
 
 
+def rate_limiter(per_second: int = 0, per_minute: int = 0, per_hour: int = 0) -> Limiter | None:
+    """A limiter holding every non-zero cap (None: no caps)."""
+    caps = ((per_second, Duration.SECOND), (per_minute, Duration.MINUTE), (per_hour, Duration.HOUR))
+    rates = [Rate(n, d) for n, d in caps if n > 0]
+    return Limiter(InMemoryBucket(rates)) if rates else None
+
+
 def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, IngestError) and exc.retryable
 
@@ -73,6 +83,7 @@ class CryptoCompareClient:
         timeout_s: float = 10.0,
         retry: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         headers = {"authorization": f"Apikey {api_key}"} if api_key else {}
         self.http = httpx.AsyncClient(
@@ -81,6 +92,7 @@ class CryptoCompareClient:
         self.quote = quote
         self.exchange = exchange
         self.retry = retry or RetryPolicy()
+        self.limiter = limiter
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -124,7 +136,9 @@ class CryptoCompareClient:
         raise AssertionError("unreachable: tenacity re-raises")  # pragma: no cover
 
     async def get_once(self, path: str, params: dict[str, Any]) -> Page:
-        """One request, its failure translated and counted."""
+        """One request (after its rate-limit permit), its failure translated and counted."""
+        if self.limiter is not None:
+            await self.limiter.try_acquire_async("cryptocompare")
         t0 = time.perf_counter()
         try:
             return await self._request(path, params)

@@ -8,6 +8,7 @@ passed on untouched, because judging rows is the validator's job.
 from __future__ import annotations
 
 import email.utils
+import math
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -247,6 +248,35 @@ def encode_batches(
         head["candles"] = chunk
         out.append(orjson.dumps(head))
     return out
+
+
+def next_tick(now: float, interval_s: float, delay_s: float) -> float:
+    """The next ``k * interval_s + delay_s`` after ``now``: the aligned live schedule.
+
+    >>> next_tick(125.0, 60, 2.0), next_tick(122.5, 60, 2.0), next_tick(0.7, 0.3, 0.0)
+    (182.0, 182.0, 0.8999999999999999)
+    """
+    k = math.floor((now - delay_s) / interval_s) + 1
+    return k * interval_s + delay_s
+
+
+def lead_time(observed: Sequence[float], retry_s: float, floor_s: float) -> float:
+    """How long after a tick to poll first: a retry step before the quickest recent showing of
+    a closed minute (so the first try usually just misses or just hits), never under ``floor_s``.
+
+    >>> lead_time([], 0.25, 0.05), lead_time([2.1, 2.4], 0.25, 0.05), lead_time([0.1], 0.25, 0.05)
+    (0.05, 1.85, 0.05)
+    """
+    return max(floor_s, min(observed) - retry_s) if observed else floor_s
+
+
+def closing_minute(tick: float) -> int:
+    """The minute that ended at (or just before) ``tick``: the one an aligned poll waits for.
+
+    >>> closing_minute(180.0), closing_minute(182.5)
+    (120, 120)
+    """
+    return int(tick // MINUTE) * MINUTE - MINUTE
 
 
 def newest_time(rows: Sequence[Row]) -> int | None:

@@ -24,8 +24,29 @@ class IngestorSettings(BaseSettings):
     """``INGESTOR_QUOTE_SYMBOL``: the quote currency asked of CryptoCompare."""
     mode: Literal["live", "backfill", "replay"] = "live"
     """``INGESTOR_MODE``: what ``python -m services.ingestor`` does (default ``live``)."""
-    poll_interval_s: float = Field(default=30.0, gt=0)
-    """``INGESTOR_POLL_INTERVAL_S``: seconds between live polls of each symbol."""
+    poll_interval_s: float = Field(default=60.0, gt=0)
+    """``INGESTOR_POLL_INTERVAL_S``: the live schedule: polls fall on multiples of it (a minute:
+    just after each minute closes), shifted by the availability lag each symbol has shown."""
+    poll_align: bool = True
+    """``INGESTOR_POLL_ALIGN``: retry quickly (``INGESTOR_ALIGN_RETRY_S``) while the API still
+    shows the minute that just ended as open; off: one poll per tick."""
+    align_retry_s: float = Field(default=0.25, gt=0, le=5)
+    """``INGESTOR_ALIGN_RETRY_S``: sub-second wait between tries for a closed minute not yet
+    served."""
+    align_window_s: float = Field(default=15.0, gt=0)
+    """``INGESTOR_ALIGN_WINDOW_S``: after this long past the minute, stop retrying until the next
+    tick."""
+    warmup_days: float = Field(default=7.0, ge=0, le=7)
+    """``INGESTOR_WARMUP_DAYS``: history each symbol gets before its first live poll (the lake,
+    then the API's 7 days of minutes); 0 turns the warm-up off."""
+    rate_per_second: int = Field(default=16, ge=0)
+    """``INGESTOR_RATE_PER_SECOND``: client-side cap on API calls (0: none); CryptoCompare allows
+    20/s, and calls granted a second apart can reach it closer together, hence the margin."""
+    rate_per_minute: int = Field(default=270, ge=0)
+    """``INGESTOR_RATE_PER_MINUTE``: client-side cap on API calls (CryptoCompare: 300/min)."""
+    rate_per_hour: int = Field(default=0, ge=0)
+    """``INGESTOR_RATE_PER_HOUR``: client-side cap per hour (0: none; the free tier's 3,000/h
+    cannot carry 50 symbols polled every minute, so set it to your plan's)."""
     poll_limit: int = Field(default=60, ge=1, le=2000)
     """``INGESTOR_POLL_LIMIT``: rows asked per live poll (gaps beyond it are paged back with
     ``toTs``)."""

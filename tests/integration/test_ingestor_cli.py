@@ -49,10 +49,22 @@ def test_live_against_the_real_api_without_a_key_says_what_to_do(tmp_path: Path)
 def test_backfill_cli_against_the_emulator(
     settings: Settings, service_env: dict[str, str], tmp_path: Path
 ) -> None:
-    with emulator(tmp_path, service_env, "--speed", "0", "--start-time", "1800000000") as emu:
+    args = ("--speed", "0", "--start-time", "1800000000", "--lag-s", "0")
+    with emulator(tmp_path, service_env, *args) as emu:
         env = {**service_env, "INGESTOR_CRYPTOCOMPARE_BASE_URL": emu.url}
-        volstream("ingest", "backfill", "--days", "0.5", "--symbols", "BTC,ETH", env=env)
+        report = volstream("ingest", "backfill", "--days", "0.5", "--symbols", "BTC,ETH", env=env)
+        assert "BTC: ok: fetched 720; skipped 0" in report, report
         served = {s: emu.closed_rows(s)[-720:] for s in ("BTC", "ETH")}
+        # a range behind what is already published: refused, and the report says why
+        again = subprocess.run(
+            [sys.executable, "-m", "devstack.cli", "ingest", "backfill", "--days", "1"],
+            env={**env, "SYMBOLS": "BTC"},
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert again.returncode == 1 and "backfill refused for BTC" in again.stderr, again.stderr
+        assert "BTC: empty: fetched 0; skipped 1440: behind data already published" in again.stdout
         # an API that keeps failing: the one-shot backfill says so with its exit status
         emu.call("POST", "/_emulator/faults", json={"probabilities": {"http_500": 1.0}})
         failing = {**env, "INGESTOR_RETRY_ATTEMPTS": "2", "INGESTOR_RETRY_INITIAL_S": "0.01"}
