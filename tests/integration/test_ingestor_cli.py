@@ -106,9 +106,10 @@ def test_metrics_endpoint_while_live(
                     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
                 except httpx.HTTPError:
                     return ""
-                return text if 'ingestor_polls_total{outcome="ok",symbol="BTC"}' in text else ""
+                live = 'ingestor_candles_published_total{source="live",symbol="BTC"}'
+                return text if live in text else ""  # after the warm-up (source backfill)
 
-            wait_until(lambda: bool(scraped()), 90, "metrics after a poll", proc)
+            wait_until(lambda: bool(scraped()), 90, "metrics after a live poll", proc)
             text = scraped()
         finally:
             assert stop(proc) == 0
