@@ -16,7 +16,7 @@ import services.ingestor.cli
 import services.predictor.cli
 import services.validator.cli
 import trainer.cli
-from devstack import emulator, inspect_cmds, stack
+from devstack import emulator, inspect_cmds, monitor_replay, stack
 from devstack.data_fetch import cli as data_fetch_cli
 
 app = typer.Typer(
@@ -38,6 +38,7 @@ services.predictor.cli.register(app)
 trainer.cli.register(app)
 monitoring.report.register(app)
 data_fetch_cli.register(app)
+monitor_replay.register(app)
 
 
 if __name__ == "__main__":

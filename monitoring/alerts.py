@@ -24,10 +24,9 @@ RUNBOOK = "docs/monitoring.md#"
 #: The predictor's count of predictions published (by model role).
 PREDICTIONS_COUNTER = "predictor_predictions_total"
 
-#: The test-period QLIKE assumed for a model whose predictor exports no ``model_test_qlike{role}``
-#: gauge (the predictor knows it: ``bundle.metrics["test_qlike"]``). ModelAccuracyDegraded divides
-#: live QLIKE by the exported test QLIKE when present, by this reference otherwise.
-REFERENCE_TEST_QLIKE = 0.3
+#: The role under which the predictor exports the HAR-seasonal baseline's live QLIKE, scored on
+#: the same vectors and resolved by the same closes as the champion's.
+BASELINE_ROLE = "har_seasonal"
 
 
 @dataclass(frozen=True)
@@ -174,9 +173,9 @@ SERVING: list[Recording | Alert] = [
 
 MODEL: list[Recording | Alert] = [
     Recording(
-        "volstream:model_qlike_ratio",
-        "max by (role) (model_live_qlike) / on (role) (max by (role) (model_test_qlike)"
-        f" or on (role) (0 * max by (role) (model_live_qlike) + {REFERENCE_TEST_QLIKE}))",
+        "volstream:model_qlike_vs_baseline",
+        f'max by (role) (model_live_qlike{{role!="{BASELINE_ROLE}"}})'
+        f' / on () group_left () max(model_live_qlike{{role="{BASELINE_ROLE}"}})',
     ),
     Alert(
         "DataDriftHigh",
@@ -185,23 +184,26 @@ MODEL: list[Recording | Alert] = [
         for_minutes=5,
         severity="warning",
         summary="{{ $value | humanizePercentage }} of the features have drifted",
-        description="The share of features whose PSI against the training data exceeds its limit"
-        " has stayed above the threshold for 5 minutes: the market no longer looks like the"
-        " data the model learned from.",
+        description="The share of features beyond their own limit (PSI above the 99.9 % quantile"
+        " of the training reference's own windows, or a quarter of the last hour outside the"
+        " training range) has stayed above the threshold for 5 minutes: the market no longer"
+        " looks like the data the model learned from.",
         signals=("max(data_drift_ratio)",),
         unit="percentunit",
     ),
     Alert(
         "ModelAccuracyDegraded",
-        "volstream:model_qlike_ratio > {ratio}",
-        {"ratio": 2.0},
-        for_minutes=15,
+        "volstream:model_qlike_vs_baseline > {ratio}",
+        {"ratio": 1.25},
+        for_minutes=30,
         severity="warning",
         summary="Live QLIKE of the {{ $labels.role }} model is {{ $value | humanize }}x"
-        " its test QLIKE",
-        description="The model's live QLIKE on realized volatility is far above the QLIKE it scored"
-        " on its test period for 15 minutes: retrain or roll back.",
-        signals=("volstream:model_qlike_ratio",),
+        " the HAR-seasonal baseline's",
+        description="Over the last day of resolved forecasts, the model's live QLIKE has been more"
+        " than the threshold times the HAR-seasonal baseline's on the same minutes for 30"
+        " minutes: the model does worse than its simple alternative, whatever the market."
+        " Retrain or roll back.",
+        signals=("volstream:model_qlike_vs_baseline",),
     ),
 ]
 

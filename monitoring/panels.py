@@ -139,18 +139,38 @@ SERVICE = Dashboard(
                     " error against the realized RV the stream revealed an hour later.",
                 ),
                 Panel(
-                    "Live QLIKE per role",
-                    (Q("model_live_qlike", "{{role}} live"),),
+                    "Live QLIKE: model vs HAR-seasonal baseline",
+                    (Q("max by (role) (model_live_qlike)", "{{role}} live"),),
+                    description="Rolling live QLIKE over the last day of resolved forecasts, of"
+                    " the models and of the HAR-seasonal baseline on the same minutes.",
                 ),
                 Panel(
-                    "Live QLIKE / test QLIKE",
-                    (Q("volstream:model_qlike_ratio", "{{role}}"),),
-                    description="ModelAccuracyDegraded fires above the line.",
+                    "Live QLIKE / baseline QLIKE",
+                    (Q("volstream:model_qlike_vs_baseline", "{{role}}"),),
+                    description="ModelAccuracyDegraded fires above the line: the model does"
+                    " worse than the HAR-seasonal baseline on the same minutes.",
                     threshold=("ModelAccuracyDegraded", "ratio"),
                 ),
                 Panel(
                     "Loaded models",
                     (Q("model_info", "{{role}}: {{name}} v{{version}}"),),
+                ),
+            ),
+        ),
+        Row(
+            "Alerts",
+            (
+                Panel(
+                    "Model and drift alerts",
+                    (
+                        Q(
+                            "max by (alertname) (ALERTS{"
+                            'alertname=~"DataDriftHigh|ModelAccuracyDegraded",alertstate="firing"})',
+                            "{{alertname}}",
+                        ),
+                    ),
+                    description="1 while the alert fires (pending not shown).",
+                    width=24,
                 ),
             ),
         ),
@@ -165,8 +185,10 @@ SERVICE = Dashboard(
                     width=8,
                 ),
                 Panel(
-                    "PSI per feature",
-                    (Q("feature_psi", "{{feature}}"),),
+                    "PSI / own limit per feature",
+                    (Q("feature_psi / on (feature) feature_drift_threshold", "{{feature}}"),),
+                    description="Each feature's PSI over its window divided by its own limit"
+                    " (the 99.9 % quantile of the training reference's windows): above 1, drift.",
                     width=8,
                 ),
                 Panel(

@@ -36,11 +36,15 @@ REPORTS: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "drift": (
         "Data drift",
-        ("Data drift ratio", "PSI per feature", "Out-of-range values per feature"),
+        ("Data drift ratio", "PSI / own limit per feature", "Out-of-range values per feature"),
     ),
     "predicted_vs_realized": (
         "Predicted vs realized volatility",
-        ("Predicted vs realized volatility", "Live QLIKE per role", "Live QLIKE / test QLIKE"),
+        (
+            "Predicted vs realized volatility",
+            "Live QLIKE: model vs HAR-seasonal baseline",
+            "Live QLIKE / baseline QLIKE",
+        ),
     ),
     "dlq": ("Dead-letter queue", ("Dead letters per second by reason", "Dead-letter ratio")),
 }

@@ -22,6 +22,7 @@ from services.common.registry import ModelBundle
 from services.common.settings import Settings
 from trainer.baselines import LAMBDA_GRID, fit_baselines, predict_baselines, refit_har
 from trainer.dataset import Dataset, build_dataset
+from trainer.drift_reference import drift_limits, har_seasonal_params
 from trainer.metrics import REGIMES, bias_factor, regimes
 from trainer.model import fit_booster, predict, reference_distribution, refit_booster
 from trainer.report import MODEL, build_report
@@ -147,7 +148,13 @@ def fit(ds: Dataset, ts: TrainerSettings, threads: int) -> Fitted:
     )
 
 
-def make_bundle(fitted: Fitted, ds: Dataset, symbol: str, settings: Settings) -> ModelBundle:
+def make_bundle(
+    fitted: Fitted,
+    ds: Dataset,
+    symbol: str,
+    settings: Settings,
+    drift_limits: dict[str, Any] | None = None,
+) -> ModelBundle:
     """The bundle to register (name and version are filled in by the registry)."""
     metrics = {f"test_{k}": float(v) for k, v in fitted.report[MODEL].items()}
     return ModelBundle(
@@ -168,6 +175,8 @@ def make_bundle(fitted: Fitted, ds: Dataset, symbol: str, settings: Settings) ->
             "valid_start": fitted.params["valid_start"],
         },
         intervals=fitted.intervals,
+        drift_limits=drift_limits or {},
+        har_seasonal=har_seasonal_params(fitted.baselines, ds.feature_names),
     )
 
 
@@ -194,7 +203,9 @@ def train_and_register(
         fitted = fit(ds, ts, ts.xgb_threads)
         champion = gate.champion_score(ds, settings)
         fingerprint = versioned.result()
-    bundle = make_bundle(fitted, ds, symbol, settings)
+    end = int(ds.bounds[0]) if ds.bounds else None  # the reference is the train split
+    limits = drift_limits(candles, ds.feature_names, fitted.reference, end)
+    bundle = make_bundle(fitted, ds, symbol, settings, limits)
     version, run_id = tracking.log_training_run(bundle, fitted, ds, ts, settings, fingerprint)
     decision = gate.run_gate(settings, ts, version, run_id, fitted.report, champion, promote)
     log.info("training done", extra={"version": version, "seconds": time.perf_counter() - t0})

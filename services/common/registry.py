@@ -61,6 +61,12 @@ class ModelBundle:
     extra: dict[str, Any] = field(default_factory=dict)
     intervals: dict[str, Any] = field(default_factory=dict)
     """Interval calibration (:mod:`services.common.intervals`); empty: no intervals."""
+    drift_limits: dict[str, Any] = field(default_factory=dict)
+    """Per-feature PSI windows and limits calibrated on the training reference
+    (``services.common.drift.DriftLimits.to_json``); empty for older models."""
+    har_seasonal: dict[str, Any] = field(default_factory=dict)
+    """The HAR-seasonal baseline as trained (coefficients, bias factor, feature inputs): the
+    predictor scores it live next to the model (``services.predictor.accuracy.HarSeasonal``)."""
 
     def predict_log_rv(self, rows: np.ndarray) -> np.ndarray:
         """Predicted log RV for a 2-D float array of rows (one call per micro-batch)."""
@@ -170,6 +176,8 @@ def bundle_from_meta(
         horizon_minutes=int(meta.get("horizon_minutes", 60)),
         extra=dict(meta.get("extra", {})),
         intervals=dict(meta.get("intervals", {})),
+        drift_limits=dict(meta.get("drift_limits", {})),
+        har_seasonal=dict(meta.get("har_seasonal", {})),
     )
 
 
@@ -193,6 +201,8 @@ def bundle_meta(bundle: ModelBundle) -> dict[str, Any]:
         "horizon_minutes": bundle.horizon_minutes,
         "extra": bundle.extra,
         "intervals": bundle.intervals,
+        "drift_limits": bundle.drift_limits,
+        "har_seasonal": bundle.har_seasonal,
     }
 
 

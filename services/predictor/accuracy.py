@@ -12,11 +12,11 @@ from __future__ import annotations
 import itertools
 import math
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from services.common.schemas import Prediction
+import numpy as np
 
 #: The training target's floor: ``log max(RV, 1e-5)`` (a flat hour is not log 0).
 TRAINER_RV_FLOOR = 1e-5
@@ -44,11 +44,80 @@ def qlike(rv_real: float, rv_pred: float) -> float:
     return r - math.log(r) - 1.0
 
 
+class Forecast(Protocol):
+    """What the joiner needs of a forecast: a ``Prediction``, or a :class:`BaselineForecast`."""
+
+    @property
+    def symbol(self) -> str: ...
+    @property
+    def time(self) -> int: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def rv(self) -> float: ...
+    @property
+    def log_rv(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class BaselineForecast:
+    """The HAR-seasonal baseline's forecast for one scored vector (never published)."""
+
+    symbol: str
+    time: int
+    log_rv: float
+    role: str = "har_seasonal"
+
+    @property
+    def rv(self) -> float:
+        return math.exp(self.log_rv)
+
+
+#: The role under which the baseline's live accuracy is exported.
+BASELINE_ROLE = "har_seasonal"
+
+
+class HarSeasonal:
+    """The HAR-seasonal baseline as trained (``trainer.baselines``), scored from a feature vector.
+
+    Its regressors are the per-hour log RV over 1, 4, 24 and 168 hours, which the feature
+    vector already holds as ``lhar_*`` (log per-hour *variance*, so half of it), and the UTC hour
+    and weekday of the vector's candle; coefficients and bias factor come from the model's
+    bundle (``ModelBundle.har_seasonal``).
+
+    >>> p = {"coef": [0.5, 1.0] + [0.0] * 3 + [0.1] * 23 + [0.0] * 6, "bias_factor": 1.0,
+    ...      "inputs": ["a", "b", "c", "d"], "input_scale": 0.5}
+    >>> h = HarSeasonal(p, ["a", "b", "c", "d"])
+    >>> h.log_rv(np.array([[-8.0, 0, 0, 0]]), np.array([3600])).round(6).tolist()  # 01:00 UTC
+    [-3.4]
+    """
+
+    def __init__(self, params: Mapping[str, Any], names: Sequence[str]) -> None:
+        self.coef = np.asarray(params["coef"], dtype=np.float64)
+        self.cols = [list(names).index(n) for n in params["inputs"]]
+        self.scale = float(params.get("input_scale", 0.5))
+        self.floor = math.log(float(params.get("floor", TRAINER_RV_FLOOR)))
+        self.shift = 0.5 * math.log(float(params.get("bias_factor", 1.0)))
+
+    def log_rv(self, matrix: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """Bias-adjusted log-RV forecasts for rows (model column order) at candle times."""
+        with np.errstate(invalid="ignore"):
+            har = np.maximum(self.scale * matrix[:, self.cols], self.floor)
+        t = np.asarray(times, dtype=np.int64)
+        hour, dow = (t % 86400) // 3600, (t // 86400 + 3) % 7  # 1970-01-01 was a Thursday
+        design = np.column_stack(
+            [np.ones(len(t)), har]
+            + [(hour == h).astype(np.float64) for h in range(1, 24)]
+            + [(dow == d).astype(np.float64) for d in range(1, 7)]
+        )
+        return design @ self.coef + self.shift
+
+
 @dataclass(frozen=True)
 class Resolved:
-    """A prediction joined with what happened."""
+    """A forecast joined with what happened."""
 
-    prediction: Prediction
+    prediction: Forecast
     rv_real: float
 
     @property
@@ -64,7 +133,7 @@ class RealizedJoiner:
         self.horizon = horizon_minutes
         self.keep = keep_minutes
         self._closes: dict[str, OrderedDict[int, float]] = {}
-        self._pending: dict[str, dict[tuple[int, str], Prediction]] = {}
+        self._pending: dict[str, dict[tuple[int, str], Forecast]] = {}
         self.dropped = 0
 
     def add_closes(self, rows: Iterable[tuple[str, int, float]]) -> list[Resolved]:
@@ -78,7 +147,7 @@ class RealizedJoiner:
             touched.add(symbol)
         return [r for s in touched for r in self._resolve(s)]
 
-    def add_predictions(self, preds: Iterable[Prediction]) -> list[Resolved]:
+    def add_predictions(self, preds: Iterable[Forecast]) -> list[Resolved]:
         """Queue predictions (dedup by symbol, time and role); returns any already resolvable."""
         touched = set()
         for p in preds:
@@ -89,6 +158,10 @@ class RealizedJoiner:
     def pending(self) -> int:
         """Predictions still waiting for their realized value."""
         return sum(len(v) for v in self._pending.values())
+
+    def forget(self) -> None:
+        """Drop every pending prediction (a new model's windows start empty)."""
+        self._pending.clear()
 
     def _resolve(self, symbol: str) -> list[Resolved]:
         book = self._closes.get(symbol)
@@ -210,13 +283,31 @@ class Adwin:
 
 
 class LiveAccuracy:
-    """Per-role rolling accuracy plus ADWIN on the champion's absolute log error."""
+    """Per-role rolling accuracy plus ADWIN on the champion's absolute log error.
 
-    def __init__(self, horizon_minutes: int = 60, window: int = 1440) -> None:
+    The HAR-seasonal baseline is scored on every vector the champion scores and resolved by the
+    same closes, so its window (role ``har_seasonal``) holds exactly the champion's minutes:
+    ``ModelAccuracyDegraded`` compares the two. A role's accuracy is reported (:meth:`ready`)
+    once its window holds ``min_fill`` resolved predictions; :meth:`reset` starts over (a new
+    champion version).
+    """
+
+    def __init__(self, horizon_minutes: int = 60, window: int = 1440, min_fill: int = 1) -> None:
         self.joiner = RealizedJoiner(horizon_minutes)
         self.window = window
+        self.min_fill = min(min_fill, window)
         self.roles: dict[str, RollingAccuracy] = {}
         self._adwin = Adwin()
+
+    def reset(self) -> None:
+        """Empty every window and drop pending predictions; keeps the closes seen."""
+        self.roles.clear()
+        self.joiner.forget()
+        self._adwin = Adwin()
+
+    def ready(self) -> dict[str, RollingAccuracy]:
+        """The roles whose window is full enough to report."""
+        return {k: v for k, v in self.roles.items() if len(v) >= self.min_fill}
 
     def observe(self, resolved: Iterable[Resolved]) -> int:
         """Fold resolved predictions in; returns how many concept drifts ADWIN detected."""

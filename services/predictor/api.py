@@ -43,6 +43,16 @@ class PredictionList(BaseModel):
     predictions: list[Prediction]
 
 
+class DriftFill(BaseModel):
+    """How full the model's drift windows are (a new version starts empty)."""
+
+    method: str = Field(description="psi-null-quantile (calibrated) or fixed-psi (older model)")
+    rows: int = Field(description="vectors seen since this version was loaded (up to window)")
+    window: int = Field(description="the longest feature window, in vectors")
+    fill: float = Field(description="rows / window: the ratio is exported once this reaches 1")
+    warm: bool
+
+
 class ModelCard(BaseModel):
     """One loaded model."""
 
@@ -56,11 +66,17 @@ class ModelCard(BaseModel):
     feature_count: int
     bias_factor: float
     metrics: dict[str, float]
+    drift: DriftFill | None = None
 
 
 class ModelsInfo(BaseModel):
     champion: ModelCard | None
     challenger: ModelCard | None
+    accuracy_fill: dict[str, float] = Field(
+        default_factory=dict,
+        description="per role: resolved predictions in the live-accuracy window / the count"
+        " needed before its QLIKE is exported (ACCURACY_MIN_FILL), capped at 1",
+    )
     last_error: str | None = Field(description="the last failed reload, if the latest failed")
     last_reload_at: float | None = None
 

@@ -65,15 +65,17 @@ def build_service(
 ) -> Service:
     """Wire the predictor's state (nothing starts here)."""
     metrics = PredictorMetrics()
+    accuracy = LiveAccuracy(HORIZON_MINUTES, psettings.accuracy_window, psettings.accuracy_min_fill)
     holder = ModelHolder(
         registry or MlflowRegistry(settings),
         metrics,
         psettings.psi_window,
         psettings.psi_exclude,
         psettings.psi_min_spans,
+        psettings.psi_threshold,
+        on_new_champion=accuracy.reset,
     )
     ring = PredictionRing(psettings.ring_size)
-    accuracy = LiveAccuracy(HORIZON_MINUTES, psettings.accuracy_window)
     worker = StreamWorker(settings, psettings, holder, ring, accuracy, metrics)
     side = SideConsumer(settings, psettings, holder, accuracy, metrics)
     observe = metrics.prediction_latency.labels("rest").observe

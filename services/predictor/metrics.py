@@ -66,8 +66,17 @@ class PredictorMetrics:
             "predictor_dead_letters", "Vectors sent to the DLQ", ["reason"], registry=r
         )
         self.feature_psi = Gauge("feature_psi", "PSI vs training", ["feature"], registry=r)
+        self.feature_drift_threshold = Gauge(
+            "feature_drift_threshold",
+            "The feature's own PSI limit, calibrated on the training reference",
+            ["feature"],
+            registry=r,
+        )
         self.drift_ratio = Gauge(
-            "data_drift_ratio", "Share of features with PSI above threshold", registry=r
+            "data_drift_ratio",
+            "Share of judged features beyond their own PSI limit or out of range (champion)",
+            ["version"],
+            registry=r,
         )
         self.feature_ood = Counter(
             "feature_ood", "Values outside the training range", ["feature"], registry=r

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from services.common.errors import ModelError
-from services.common.features import FEATURE_MEMORY_MINUTES
 from services.common.registry import ModelBundle
 from services.common.settings import Settings
-from services.predictor.drift import DriftMonitor
+from services.predictor.accuracy import HarSeasonal
+from services.predictor.drift import DriftMonitor, limits_of, monitor_for
 from services.predictor.metrics import PredictorMetrics
 
 log = logging.getLogger(__name__)
@@ -71,11 +71,15 @@ class StaticRegistry:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A bundle in service, with its data-drift monitor."""
+    """A bundle in service, with its data-drift monitor and its HAR-seasonal baseline.
+
+    A reload of the *same* version (``force``) gets a new bundle but keeps the monitor, so the
+    drift windows and their series carry on; a new version starts a fresh monitor."""
 
     bundle: ModelBundle
     drift: DriftMonitor
     loaded_at: float
+    baseline: HarSeasonal | None = None
 
 
 @dataclass(frozen=True)
@@ -96,12 +100,16 @@ class ModelHolder:
         psi_window: int = 1440,
         psi_exclude: Sequence[str] = (),
         psi_min_spans: int = 4,
+        psi_threshold: float = 0.2,
+        on_new_champion: Any = None,
     ) -> None:
         self.registry = registry
         self.metrics = metrics
         self.psi_window = psi_window
         self.psi_exclude = list(psi_exclude)
         self.psi_min_spans = psi_min_spans
+        self.psi_threshold = psi_threshold
+        self.on_new_champion = on_new_champion  # called when the champion's version changes
         self.models = ModelSet()
         self.last_error: str | None = None
         self.last_reload_at: float | None = None
@@ -138,18 +146,15 @@ class ModelHolder:
             return current
         bundle = await asyncio.to_thread(self.registry.load, version)
         bundle.booster.set_param({"nthread": 1})  # single-row overhead: 1 thread is fastest
-        return LoadedModel(bundle, self._monitor(bundle), time.time())
+        if current is not None and current.bundle.version == version:
+            drift = current.drift  # same model: its windows stay valid
+        else:
+            drift = self._monitor(bundle)
+        return LoadedModel(bundle, drift, time.time(), baseline_of(bundle))
 
     def _monitor(self, bundle: Any) -> DriftMonitor:
-        return DriftMonitor(
-            bundle.feature_names,
-            bundle.reference,
-            bundle.feature_ranges,
-            self.psi_window,
-            self.psi_exclude,
-            memory=FEATURE_MEMORY_MINUTES,
-            spans=self.psi_min_spans,
-        )
+        limits = limits_of(bundle, self.psi_window, self.psi_threshold, self.psi_min_spans)
+        return monitor_for(bundle, self.psi_exclude, limits)
 
     def _failed(self, exc: Exception, old: ModelSet) -> None:
         self.last_error = f"{type(exc).__name__}: {exc}"[:1000]
@@ -162,8 +167,16 @@ class ModelHolder:
 
     def _swapped(self, old: ModelSet) -> None:
         m = self.metrics
-        for gauge in (m.model_info, m.feature_psi, m.test_qlike, m.test_rmse):
+        for gauge in (m.model_info, m.test_qlike, m.test_rmse):
             gauge.clear()
+        new = self.models.champion
+        if old.champion is None or new is None or old.champion.drift is not new.drift:
+            clear_drift(m)  # a new monitor: nothing it exports is known yet
+        was = old.champion.bundle.version if old.champion is not None else None
+        if new is not None and was != new.bundle.version:
+            clear_accuracy(m)
+            if self.on_new_champion is not None:
+                self.on_new_champion()
         for role, lm in (("champion", self.models.champion), ("shadow", self.models.challenger)):
             if lm is None:
                 continue
@@ -176,3 +189,24 @@ class ModelHolder:
             if prev is None or prev.bundle.version != b.version:
                 m.reloads.labels(role).inc()
                 log.info("model loaded", extra={"role": role, "version": b.version})
+
+
+def baseline_of(bundle: Any) -> HarSeasonal | None:
+    """The bundle's HAR-seasonal baseline, or None for a model saved without it."""
+    params = getattr(bundle, "har_seasonal", None)
+    if not params or any(n not in bundle.feature_names for n in params.get("inputs", ["?"])):
+        return None
+    return HarSeasonal(params, bundle.feature_names)
+
+
+def clear_drift(m: PredictorMetrics) -> None:
+    """Remove every series the champion's drift monitor feeds (none is stale then)."""
+    for gauge in (m.feature_psi, m.feature_drift_threshold):
+        gauge.clear()
+    m.drift_ratio.clear()
+
+
+def clear_accuracy(m: PredictorMetrics) -> None:
+    """Remove the live-accuracy series (a new champion's windows start empty)."""
+    for gauge in (m.live_qlike, m.live_rmse):
+        gauge.clear()

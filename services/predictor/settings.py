@@ -40,22 +40,23 @@ class PredictorSettings(BaseSettings):
     ring_size: int = Field(default=20_000, ge=1)
     """``PREDICTOR_RING_SIZE``: champion predictions kept per symbol for ``GET /predictions``."""
     psi_window: int = Field(default=10_080, ge=10)
-    """``PREDICTOR_PSI_WINDOW``: scored vectors in the sliding window PSI is computed over (a week
-    of minutes: slow features such as the 168-hour HAR need a long window to look like training)."""
-    psi_min_fill: int = Field(default=1440, ge=1)
-    """``PREDICTOR_PSI_MIN_FILL``: vectors in the window before PSI is exported (a few contiguous
-    minutes say nothing about a distribution)."""
+    """``PREDICTOR_PSI_WINDOW``: only for models trained before drift calibration (no
+    ``drift_limits`` in their bundle): the one window of the old fixed-PSI rule. Calibrated
+    models carry a window per feature."""
     psi_exclude: Annotated[list[str], NoDecode] = ["hod_sin", "hod_cos", "dow_sin", "dow_cos"]
     """``PREDICTOR_PSI_EXCLUDE``: comma-separated features left out of PSI (calendar encodings)."""
     psi_min_spans: int = Field(default=4, ge=1)
-    """``PREDICTOR_PSI_MIN_SPANS``: a feature enters PSI once the window holds this many of its
-    memories (``FEATURE_MEMORY_MINUTES``): a day-long window judges features up to 6 h long, a
-    week-long one up to 42 h; the weekly HAR never (its PSI over a week is one value against a
-    year)."""
+    """``PREDICTOR_PSI_MIN_SPANS``: old fixed-PSI rule only: a feature enters PSI once the window
+    holds this many of its memories (``FEATURE_MEMORY_MINUTES``)."""
     psi_threshold: float = 0.2
-    """``PREDICTOR_PSI_THRESHOLD``: a feature with PSI above it counts as drifted."""
+    """``PREDICTOR_PSI_THRESHOLD``: old fixed-PSI rule only: the one PSI limit of every feature."""
     accuracy_window: int = Field(default=1440, ge=1)
-    """``PREDICTOR_ACCURACY_WINDOW``: resolved predictions per role in the rolling QLIKE/RMSE."""
+    """``PREDICTOR_ACCURACY_WINDOW``: resolved predictions per role in the rolling QLIKE/RMSE (a
+    day of minutes: ``ModelAccuracyDegraded`` compares the champion with the HAR-seasonal
+    baseline over it)."""
+    accuracy_min_fill: int = Field(default=720, ge=1)
+    """``PREDICTOR_ACCURACY_MIN_FILL``: resolved predictions a role's window needs before its
+    live QLIKE/RMSE are exported (half a day: fewer hours say little about a day-long ratio)."""
     interval_level: float = Field(default=0.8, gt=0, lt=1)
     """``PREDICTOR_INTERVAL_LEVEL``: central probability of each prediction's ``[rv_lo, rv_hi]``."""
     realized_offset_reset: Literal["earliest", "latest"] = "latest"

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
@@ -34,7 +35,7 @@ from services.common.features import HORIZON_MINUTES
 from services.common.schemas import Candle, ModelEvent, Prediction
 from services.common.settings import Settings
 from services.common.topics import FEATURES, MODEL_EVENTS, PREDICTIONS, TICKS_CLEAN, TICKS_DLQ
-from services.predictor.accuracy import LiveAccuracy, Resolved
+from services.predictor.accuracy import BaselineForecast, LiveAccuracy, Resolved
 from services.predictor.core import BatchResult, RawRecord, process
 from services.predictor.metrics import PredictorMetrics
 from services.predictor.models import ModelHolder, ModelSet
@@ -210,6 +211,8 @@ class StreamWorker:
             return
         m = self.metrics
         preds: list[Prediction] = []
+        tracked: list[Any] = []  # forecasts of the current champion's set, for live accuracy
+        current = self.holder.models.champion
         by_champion: dict[int, tuple[ModelSet, list[np.ndarray]]] = {}
         for result, models in backlog:
             m.vectors.labels("scored").inc(sum(p.role == "champion" for p in result.predictions))
@@ -222,16 +225,19 @@ class StreamWorker:
                 continue
             m.prediction_latency.labels("stream").observe(result.scoring_s)
             preds.extend(result.predictions)
-            if models.champion is not None and result.matrix is not None:
-                key = id(models.champion)
-                by_champion.setdefault(key, (models, []))[1].append(result.matrix)
+            if models.champion is None or models.champion is not current:
+                continue  # scored by a model swapped out since: not the new windows' business
+            tracked.extend(result.predictions)
+            if result.matrix is not None:
+                by_champion.setdefault(id(current), (models, []))[1].append(result.matrix)
+                tracked.extend(baseline_forecasts(models, result))
         if not preds:
             return
         observe_predictions(m, preds)
         for models, matrices in by_champion.values():
             merged = BatchResult(matrix=np.vstack(matrices))
             observe_drift(m, models, merged, self.psettings)
-        observe_accuracy(m, self.accuracy, self.accuracy.joiner.add_predictions(preds))
+        observe_accuracy(m, self.accuracy, self.accuracy.joiner.add_predictions(tracked))
 
 
 def _dead_extra(d: Any) -> dict[str, Any]:
@@ -259,30 +265,49 @@ def observe_predictions(m: PredictorMetrics, preds: list[Prediction]) -> None:
     m.predictions.labels("shadow").inc(sum(p.role == "shadow" for p in preds))
 
 
+def baseline_forecasts(models: ModelSet, result: BatchResult) -> list[BaselineForecast]:
+    """The champion's HAR-seasonal baseline on the vectors the champion scored."""
+    champ = models.champion
+    if champ is None or champ.baseline is None or result.matrix is None:
+        return []
+    scored = [p for p in result.predictions if p.role == "champion"]
+    times = np.array([p.time for p in scored], dtype=np.int64)
+    log_rv = champ.baseline.log_rv(result.matrix, times)
+    return [
+        BaselineForecast(p.symbol, p.time, float(lr))
+        for p, lr in zip(scored, log_rv.tolist(), strict=True)
+        if math.isfinite(lr)
+    ]
+
+
 def observe_drift(
     m: PredictorMetrics, models: ModelSet, result: BatchResult, ps: PredictorSettings
 ) -> None:
-    """Feed the champion's drift monitor and export OOD counts, then (once the window holds
-    enough vectors) PSI per feature and the drift ratio."""
+    """Feed the champion's drift monitor and export OOD counts, then (once its longest window
+    has been filled) PSI and its limit per feature and the drift ratio."""
     assert models.champion is not None and result.matrix is not None
     drift = models.champion.drift
-    for feature, n in drift.update_many(result.matrix).items():
+    for feature, n in drift.update_many(result.matrix).ood.items():
         m.feature_ood.labels(feature).inc(n)
-    if drift.filled() < min(ps.psi_min_fill, drift.window):
+    ratio = drift.drift_ratio()
+    if ratio is None:
         return
+    limits = drift.threshold_of()
     for feature, value in drift.psi().items():
         m.feature_psi.labels(feature).set(value)
-    m.drift_ratio.set(drift.drift_ratio(ps.psi_threshold))
+        m.feature_drift_threshold.labels(feature).set(limits[feature])
+    m.drift_ratio.labels(models.champion.bundle.version).set(ratio)
 
 
 def observe_accuracy(m: PredictorMetrics, acc: LiveAccuracy, resolved: list[Resolved]) -> None:
-    """Fold resolved predictions into the rolling accuracy and export it."""
+    """Fold resolved predictions into the rolling accuracy and export the roles whose window
+    is full enough (``ACCURACY_MIN_FILL``)."""
     if not resolved:
         return
     m.concept_drift.inc(acc.observe(resolved))
     for r in resolved:
         m.resolved.labels(r.prediction.role).inc()
-    for role, roll in acc.roles.items():
+    for role, roll in acc.ready().items():
         m.live_qlike.labels(role).set(roll.qlike())
         m.live_rmse.labels(role).set(roll.rmse())
         if roll.intervals():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from services.predictor.api import ErrorBody, ModelCard, ModelsInfo, ReloadResult
+from services.predictor.api import DriftFill, ErrorBody, ModelCard, ModelsInfo, ReloadResult
 from services.predictor.models import LoadedModel, ModelHolder
 from services.predictor.routes.deps import AdminDep, ServiceDep
 
@@ -27,6 +27,13 @@ def card(role: str, lm: LoadedModel | None) -> ModelCard | None:
         feature_count=len(b.feature_names),
         bias_factor=b.bias_factor,
         metrics=dict(getattr(b, "metrics", {}) or {}),
+        drift=DriftFill(
+            method=lm.drift.limits.method,
+            rows=lm.drift.filled(),
+            window=lm.drift.window,
+            fill=lm.drift.fill(),
+            warm=lm.drift.warm(),
+        ),
     )
 
 
@@ -44,7 +51,9 @@ def info(holder: ModelHolder) -> dict[str, object]:
 async def get_model(service: ServiceDep) -> ModelsInfo:
     """Champion and challenger (version, training time, test metrics, feature version) and
     the last reload error."""
-    return ModelsInfo(**info(service.holder))  # type: ignore[arg-type]
+    acc = service.accuracy
+    fill = {role: min(1.0, len(r) / acc.min_fill) for role, r in acc.roles.items()}
+    return ModelsInfo(**info(service.holder), accuracy_fill=fill)  # type: ignore[arg-type]
 
 
 _ADMIN_ERRORS = {

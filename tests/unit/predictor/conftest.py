@@ -16,8 +16,11 @@ from services.common.features import FEATURE_NAMES, FEATURE_VERSION, featurize_m
 from services.common.registry import ModelBundle
 from services.common.settings import REPO_ROOT
 from services.predictor.models import StaticRegistry
+from trainer.baselines import fit_ols, har_design
 from trainer.dataset import log_rv_target, minute_grid
+from trainer.drift_reference import drift_limits, har_seasonal_params
 from trainer.metrics import bias_factor
+from trainer.targets import baseline_inputs
 
 PARQUET = REPO_ROOT.parent / "shared" / "data" / "btcusdt_1m_2023-2024.parquet"
 CRASH = (
@@ -64,6 +67,7 @@ def train_bundle(df: pd.DataFrame, version: str = "1", trees: int = 40) -> Model
     level = X[:, FEATURE_NAMES.index(intervals.REGIME_FEATURE)]
     calibration = intervals.calibrate(y[ok] - fitted - 0.5 * np.log(bias), level)
     cols = {n: X[:, i] for i, n in enumerate(FEATURE_NAMES)}
+    reference = {n: np.nanquantile(c, LEVELS).tolist() for n, c in cols.items()}
     return ModelBundle(
         booster=booster,
         name="volstream-rv60",
@@ -72,12 +76,26 @@ def train_bundle(df: pd.DataFrame, version: str = "1", trees: int = 40) -> Model
         feature_names=list(FEATURE_NAMES),
         feature_version=FEATURE_VERSION,
         bias_factor=bias,
-        reference={n: np.nanquantile(c, LEVELS).tolist() for n, c in cols.items()},
+        reference=reference,
         feature_ranges={n: (float(np.nanmin(c)), float(np.nanmax(c))) for n, c in cols.items()},
         metrics={"test_qlike": 0.2, "test_rmse": 0.4},
         trained_at=time.time(),
         intervals=calibration,
+        drift_limits=drift_limits(df, list(FEATURE_NAMES), reference, None),
+        har_seasonal=har_seasonal(df, feats["time"].to_numpy()[ok], y[ok]),
     )
+
+
+def har_seasonal(df: pd.DataFrame, times: np.ndarray, y: np.ndarray) -> dict:
+    """The trainer's HAR-seasonal baseline fitted on the same rows, as the bundle stores it."""
+    grid = minute_grid(df)
+    inputs = baseline_inputs(grid, times)
+    design = har_design(inputs, seasonal=True)
+    ok = np.isfinite(design).all(axis=1)
+    coef = fit_ols(design[ok], y[ok])
+    fitted = design[ok] @ np.asarray(coef)
+    params = {"har_seasonal": {"coef": coef, "bias_factor": bias_factor(y[ok], fitted)}}
+    return har_seasonal_params(params, list(FEATURE_NAMES))
 
 
 @pytest.fixture(scope="session")

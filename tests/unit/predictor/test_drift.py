@@ -1,73 +1,82 @@
-"""PSI and OOD against a model's training reference, on real data."""
+"""Calibrated drift against a model's own training reference, on real data."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
+from services.common.drift import DriftLimits, fixed_limits
 from services.common.features import FEATURE_MEMORY_MINUTES, FEATURE_NAMES
-from services.predictor.drift import Bins, DriftMonitor, psi
+from services.predictor.drift import Bins, DriftMonitor, monitor_for, psi
 from services.predictor.settings import PredictorSettings
 
 CALENDAR = PredictorSettings().psi_exclude
 
 
-def monitor(bundle, window: int = 1440) -> DriftMonitor:
-    """As the service builds it: calendar excluded, slow features held back (4 memories)."""
-    return DriftMonitor(
-        bundle.feature_names,
-        bundle.reference,
-        bundle.feature_ranges,
-        window,
-        CALENDAR,
-        memory=FEATURE_MEMORY_MINUTES,
-        spans=PredictorSettings().psi_min_spans,
-    )
-
-
-def median_psi(m: DriftMonitor) -> float:
-    return float(np.median(list(m.psi().values())))
+def monitor(bundle) -> DriftMonitor:
+    """As the service builds it: the bundle's calibrated limits, calendar excluded."""
+    return monitor_for(bundle, CALENDAR)
 
 
 def matrix(feats: pd.DataFrame) -> np.ndarray:
     return feats[list(FEATURE_NAMES)].to_numpy(dtype=np.float64)
 
 
+def test_limits_are_calibrated_per_feature_on_the_reference(bundle) -> None:
+    lim = DriftLimits.from_json(bundle.drift_limits)
+    assert lim.windows["rv_5m"] == 60 and lim.windows["rv_60m"] == 240
+    assert lim.windows["rv_1440m"] == 1440 and lim.windows["har_168h"] == 1440
+    # the limits differ per feature: each is its own null distribution's 99.9 % quantile
+    assert len({round(v, 6) for v in lim.thresholds.values()}) > 5
+    assert all(v > 0 for v in lim.thresholds.values())
+
+
 def test_training_data_itself_has_no_drift(bundle, calm_features) -> None:
-    m = monitor(bundle, window=100_000)
-    trained_on = calm_features[calm_features["warm"]].iloc[:-60]  # rows with a known target
-    assert m.update_many(matrix(trained_on)) == {}  # inside their own ranges
-    judged = {n for n, minutes in FEATURE_MEMORY_MINUTES.items() if 4 * minutes <= len(trained_on)}
-    assert set(m.psi()) == judged - set(CALENDAR)  # 3.4 days judge features up to 20 h long
-    # deciles cannot place a point mass narrower than a decile (ret_1m's unchanged closes), so
-    # identical data scores a little above 0 there; far below the 0.2 that counts as drift
-    assert max(m.psi().values()) < 0.1
-    assert m.drift_ratio() == 0.0
-
-
-def test_crash_week_drifts_against_a_calm_model(bundle, crash_features) -> None:
     m = monitor(bundle)
-    day2 = crash_features.iloc[2880:4320]  # 2020-03-11, before and into the crash
-    ood = m.update_many(matrix(day2))
-    assert m.filled() == len(day2)
+    trained_on = calm_features[calm_features["warm"]].iloc[:-60]  # rows with a known target
+    trace = m.update_many(matrix(trained_on))
+    assert trace.ood == {}  # inside their own ranges
+    ratios = trace.ratio[np.isfinite(trace.ratio)]
+    assert len(ratios) == len(trained_on) - m.window + 1  # defined once the longest window is full
+    # by construction each feature exceeds its limit in at most 0.1 % of the reference's windows
+    assert np.quantile(ratios, 0.99) < 0.15
+    assert set(m.psi()) == set(bundle.drift_limits["features"]) - set(CALENDAR)
+
+
+def test_crash_day_drifts_against_a_calm_model(bundle, calm_features, crash_features) -> None:
+    m = monitor(bundle)
+    m.update_many(matrix(calm_features[calm_features["warm"]].iloc[-1440:]))
+    assert m.drift_ratio() is not None and m.drift_ratio() < 0.15
+    day = crash_features.iloc[-1440:]  # 14-15 March 2020, in the crash's wake
+    trace = m.update_many(matrix(day))
     assert m.drift_ratio() > 0.5
-    assert ood["rv_60m"] > 0 and ood["lrv_1440m"] > 0
-    assert "hod_sin" not in ood  # calendar features stay in range
-    # a day judges the features up to 6 h long; the daily and weekly ones wait for more rows
-    judged = {n for n, minutes in FEATURE_MEMORY_MINUTES.items() if 4 * minutes <= len(day2)}
-    assert set(m.psi()) == judged - set(CALENDAR) and "rv_1440m" not in m.psi()
+    assert trace.ood["rv_60m"] > 0 and "hod_sin" not in trace.ood
+    # the out-of-range part is the fast signal: the ratio passes 0.15 within the first hour
+    assert np.argmax(trace.ratio > 0.15) < 60
 
 
-def test_window_slides(bundle, calm_features, crash_features) -> None:
-    m = monitor(bundle, window=1440)
-    m.update_many(matrix(crash_features.iloc[5000:6440]))
-    drifted = median_psi(m)
+def test_window_slides_back_to_calm(bundle, calm_features, crash_features) -> None:
+    m = monitor(bundle)
+    m.update_many(matrix(crash_features.iloc[-1440:]))
     calm = calm_features[calm_features["warm"]]
     for start in range(0, 1500, 100):  # push the crash rows out, 100 calm rows at a time
         m.update_many(matrix(calm.iloc[start : start + 100]))
-    assert m.filled() == 1440
-    # one calm day still differs from a 3-day reference (volatility clusters), but by far less
-    assert median_psi(m) < drifted / 10
+    assert m.drift_ratio() is not None and m.drift_ratio() < 0.15
+
+
+def test_small_batches_give_the_same_ratios_as_one_big_batch(bundle, calm_features) -> None:
+    """The live predictor feeds a few rows at a time, the replay a month at once."""
+    rows = matrix(calm_features[calm_features["warm"]].iloc[-3000:])
+    whole = monitor(bundle).update_many(rows).ratio
+    m = monitor(bundle)
+    parts = [m.update_many(rows[a : a + 7]).ratio for a in range(0, len(rows), 7)]
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+
+
+def test_fixed_limits_keep_the_old_rule(bundle) -> None:
+    lim = fixed_limits(bundle.feature_names, FEATURE_MEMORY_MINUTES, 1440, 0.2, 4)
+    assert set(lim.windows.values()) == {1440} and set(lim.thresholds.values()) == {0.2}
+    assert "rv_240m" in lim.windows and "rv_1440m" not in lim.windows  # 4 x 1440 > a day
 
 
 def test_point_masses_keep_their_share() -> None:
@@ -78,26 +87,34 @@ def test_point_masses_keep_their_share() -> None:
     assert psi(counts, bins.expected) < 0.01
 
 
-async def test_data_drift_ratio_gauge_rises_on_the_crash_week(
-    registry, calm_features, crash_features
-) -> None:
-    """The service's exported gauge: calm held-in data, then the March 2020 crash week."""
+async def test_drift_gauges_follow_the_monitor(registry, calm_features, crash_features) -> None:
+    """The service's exported gauges: nothing before the window is full, then the ratio, PSI and
+    each feature's own limit; the crash raises the ratio."""
     from services.common.settings import Settings
     from services.predictor.app import build_service
     from services.predictor.core import BatchResult
     from services.predictor.stream import observe_drift
 
-    ps = PredictorSettings(psi_window=1440, psi_min_fill=1440)
+    ps = PredictorSettings()
     service = build_service(Settings(), ps, registry)
     assert await service.holder.reload()
-    gauge = service.metrics.drift_ratio
+    m = service.metrics
 
-    def feed(feats: pd.DataFrame) -> tuple[float, float]:
-        observe_drift(service.metrics, service.holder.models, BatchResult(matrix=matrix(feats)), ps)
-        psi = [s.value for s in service.metrics.feature_psi.collect()[0].samples]
-        return gauge._value.get(), float(np.median(psi))
+    def feed(feats: pd.DataFrame) -> float | None:
+        observe_drift(m, service.holder.models, BatchResult(matrix=matrix(feats)), ps)
+        return service.metrics.registry.get_sample_value("data_drift_ratio", {"version": "1"})
 
-    calm_ratio, calm_psi = feed(calm_features[calm_features["warm"]].iloc[-1440:])
-    crash_ratio, crash_psi = feed(crash_features.iloc[-1440:])  # the crash replaces the window
-    assert crash_ratio > 0.8 and crash_ratio > calm_ratio and crash_psi > 10 * calm_psi
-    assert service.metrics.feature_ood.labels("rv_60m")._value.get() > 0
+    calm = calm_features[calm_features["warm"]]
+    assert feed(calm.iloc[-1440:-1000]) is None  # the longest window is not full yet
+    assert m.registry.get_sample_value("feature_psi", {"feature": "rv_5m"}) is None
+    calm_ratio = feed(calm.iloc[-1000:])
+    assert calm_ratio is not None and calm_ratio < 0.15
+    limit = m.registry.get_sample_value("feature_drift_threshold", {"feature": "rv_5m"})
+    assert limit == bundle_limit(registry, "rv_5m")
+    crash_ratio = feed(crash_features.iloc[-1440:])
+    assert crash_ratio is not None and crash_ratio > 0.5
+    assert m.feature_ood.labels("rv_60m")._value.get() > 0
+
+
+def bundle_limit(registry, feature: str) -> float:
+    return registry.load("champion").drift_limits["features"][feature]["threshold"]
