@@ -57,6 +57,10 @@ class Forecast(Protocol):
     def rv(self) -> float: ...
     @property
     def log_rv(self) -> float: ...
+    @property
+    def rv_lo(self) -> float | None: ...
+    @property
+    def rv_hi(self) -> float | None: ...
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,8 @@ class BaselineForecast:
     time: int
     log_rv: float
     role: str = "har_seasonal"
+    rv_lo: float | None = None  # no interval: nothing to cover
+    rv_hi: float | None = None
 
     @property
     def rv(self) -> float:

@@ -208,5 +208,5 @@ def clear_drift(m: PredictorMetrics) -> None:
 
 def clear_accuracy(m: PredictorMetrics) -> None:
     """Remove the live-accuracy series (a new champion's windows start empty)."""
-    for gauge in (m.live_qlike, m.live_rmse):
+    for gauge in (m.live_qlike, m.live_rmse, m.interval_coverage):
         gauge.clear()
