@@ -28,7 +28,8 @@ def test_render_figure_writes_a_png_with_data_and_without(tmp_path: Path) -> Non
     data = [
         plots.PanelData(PANELS_BY_TITLE["Data drift ratio"], [(Query("d", "share"), drift)]),
         plots.PanelData(
-            PANELS_BY_TITLE["PSI / own limit per feature"], [(Query("psi", "{{feature}}"), s) for s in psi]
+            PANELS_BY_TITLE["PSI / own limit per feature"],
+            [(Query("psi", "{{feature}}"), s) for s in psi],
         ),
         plots.PanelData(PANELS_BY_TITLE["Out-of-range values per feature"], []),
         plots.PanelData(
