@@ -28,6 +28,7 @@ from devstack.data_fetch.core import Archive, plan_archives
 from devstack.data_fetch.settings import DataFetchSettings
 from services.common.lake import read_lake
 from services.common.settings import get_settings
+from trainer import sources as trainer_sources
 
 pytestmark = pytest.mark.integration
 SHARED_FILE = "btcusdt_1m_2023-2024.parquet"
@@ -241,6 +242,8 @@ def test_lake_partitions_with_the_symbol_rule_and_override(
     pd.testing.assert_frame_equal(back.drop(columns="symbol"), month, check_exact=True)
     days = sorted(p.name for p in (data_dir / "lake/candles/symbol=BTC").iterdir())
     assert days[0] == "date=2024-02-01" and days[-1] == "date=2024-02-29" and len(days) == 29
+    window = trainer_sources.read_lake(data_dir, "BTC", "2024-02-10", "2024-02-12")
+    assert len(window) == 2 * 1440  # what `volstream train --lake --symbol BTC` reads
     again = _fetch(server.base_url, "--lake", months=("2024-02", "2024-02"))
     assert "(0 new rows)" in again.stdout
     mapped = _fetch(server.base_url, "--lake", "--as", "BTCUSDT=XBT", months=("2024-02", "2024-02"))
@@ -311,6 +314,18 @@ def test_demo_dir_says_what_to_do_in_one_message(tmp_path: Path) -> None:
     assert "No market data for the demo" in message and "VOLSTREAM_FETCH=1 make run" in message
     cmd = "volstream data fetch --source binance --symbol BTCUSDT --from 2023-01 --to 2024-12"
     assert cmd in message and str(tmp_path / "fetched" / SHARED_FILE) in message
+
+
+def test_demo_dir_prefers_the_shared_data(
+    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beside the shared folder ``make run`` runs as before: nothing fetched, nothing asked."""
+    monkeypatch.setenv("SHARED_DATA_DIR", str(shared_data))
+    monkeypatch.setenv("VOLSTREAM_FETCH", "1")
+    get_settings.cache_clear()
+    result = CliRunner().invoke(data_app, ["demo-dir"])
+    assert result.exit_code == 0 and result.stdout == f"{shared_data}\n"
+    assert result.stderr == "" and not (tmp_path / "fetched").exists()
 
 
 @pytest.mark.slow
