@@ -89,6 +89,10 @@ def run_fetch(
 
     A DataFetchError is one line on stderr naming the file, and exit code 1.
     """
+    from services.common.logging import configure_logging
+    from services.common.settings import get_settings
+
+    configure_logging(get_settings().log_level)  # retries and warnings as JSON lines on stderr
     fetcher = Fetcher(settings, base_url)
     try:
         frames = {pair: fetch_pair(fetcher, plan, today) for pair, plan in plans.items()}
@@ -104,8 +108,6 @@ def run_fetch(
             write_parquet(frame, target)
             where = str(target)
         else:
-            from services.common.settings import get_settings
-
             new = write_lake(get_settings().data_dir, names[pair], frame)
             where = f"lake symbol={names[pair]} ({new} new rows)"
         summary = core.summarize(pair, frame)
