@@ -22,12 +22,13 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from devstack.broker import free_port
 from devstack.data_fetch import local_archive as la
 from devstack.data_fetch.cli import data_app, run_fetch
 from devstack.data_fetch.core import Archive, plan_archives
 from devstack.data_fetch.settings import DataFetchSettings
 from services.common.lake import read_lake
-from services.common.settings import get_settings
+from services.common.settings import REPO_ROOT, get_settings, metrics_off_env
 from trainer import sources as trainer_sources
 
 pytestmark = pytest.mark.integration
@@ -350,3 +351,39 @@ def test_volstream_fetch_rebuilds_the_whole_demo_file_identically(
     back = pd.read_parquet(fetched / SHARED_FILE)
     pd.testing.assert_frame_equal(back, candles, check_exact=True)
     assert "1 gaps (80 missing minutes" in result.stderr
+
+
+@pytest.mark.slow
+def test_make_run_without_data_says_what_to_do_in_one_message(
+    offline_env: dict[str, str], tmp_path: Path
+) -> None:
+    """``make run`` away from ``../shared/data``: one message with the fetch command, nothing
+    started (free ports and a private VAR_DIR all the same, should the check ever let it pass)."""
+    env = {
+        **offline_env,
+        **metrics_off_env(),
+        "VAR_DIR": str(tmp_path / "var"),
+        "BROKER_PORT": str(free_port()),
+        "PREDICTOR_PORT": str(free_port()),
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
+    }
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    env.pop("VOLSTREAM_FETCH", None)
+    try:
+        proc = subprocess.run(
+            ["make", "--no-print-directory", "run", "RUN_ARGS=--no-monitoring"],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    except subprocess.TimeoutExpired:
+        subprocess.run([*VOLSTREAM, "down"], env=env, timeout=120)
+        raise
+    assert proc.returncode != 0
+    assert "volstream is up" not in proc.stdout and not (tmp_path / "var" / "log").exists()
+    messages = [ln for ln in proc.stderr.splitlines() if "No market data for the demo" in ln]
+    assert len(messages) == 1, proc.stderr
+    fetch = "volstream data fetch --source binance --symbol BTCUSDT --from 2023-01 --to 2024-12"
+    assert fetch in proc.stderr and "VOLSTREAM_FETCH=1 make run" in proc.stderr
