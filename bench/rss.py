@@ -10,6 +10,7 @@ keeps its last sampled mark, so keep the interval short next to the process's li
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -79,6 +80,63 @@ class PeakRss:
 
     def __enter__(self) -> PeakRss:
         self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+
+def cpu_s(pid: int, proc: Path = PROC) -> float:
+    """User + system CPU seconds of ``pid`` so far (0 when it is gone).
+
+    >>> cpu_s(0, Path("/nonexistent"))
+    0.0
+    """
+    try:
+        stat = (proc / str(pid) / "stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rfind(")") + 2 :].split()  # field 3 (state) is fields[0]
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu_s(groups: dict[str, int], proc: Path = PROC) -> dict[str, float]:
+    """CPU seconds so far per named process group (its members now alive, summed)."""
+    pids = members(groups.values(), proc)
+    return {name: sum(cpu_s(p, proc) for p in pids[g] | {g}) for name, g in groups.items()}
+
+
+class CpuWatch:
+    """CPU seconds each named process group spends while watched (sampled every
+    ``interval_s``, so a process that exits meanwhile keeps what it used until its last sample).
+    """
+
+    def __init__(self, groups: Callable[[], dict[str, int]], interval_s: float = 0.5) -> None:
+        self.groups = groups
+        self.interval_s = interval_s
+        self._first: dict[str, float] = {}
+        self._last: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cpu-watch", daemon=True)
+
+    def sample(self) -> None:
+        for name, seconds in group_cpu_s(self.groups()).items():
+            self._first.setdefault(name, 0.0)  # started after the watch: all its CPU counts
+            self._last[name] = max(seconds, self._last.get(name, 0.0))
+
+    def used_s(self) -> dict[str, float]:
+        """CPU seconds per name since the watch started (since its start for later ones)."""
+        return {name: self._last[name] - self._first.get(name, 0.0) for name in self._last}
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+    def __enter__(self) -> CpuWatch:
+        self._first = group_cpu_s(self.groups())
         self._thread.start()
         return self
 

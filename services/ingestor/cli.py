@@ -37,10 +37,13 @@ def _run(overrides: dict[str, Any], symbols: str | None = None) -> None:
 @ingest_app.command("live")
 def live(
     symbols: Symbols = None,
-    interval: Annotated[float | None, typer.Option(help="seconds between polls")] = None,
+    interval: Annotated[
+        float | None, typer.Option(help="period of the aligned schedule (default 60 s)")
+    ] = None,
     metrics_port: Metrics = None,
 ) -> None:
-    """Poll CryptoCompare (or the emulator) until Ctrl-C, gap-free from the checkpoint."""
+    """Poll CryptoCompare (or the emulator) until Ctrl-C: a week of history first (warm from
+    the first minute), then each minute just after it closes, gap-free from the checkpoint."""
     _run({"mode": "live", "poll_interval_s": interval, "metrics_port": metrics_port}, symbols)
 
 
@@ -50,7 +53,8 @@ def backfill(
     symbols: Symbols = None,
     metrics_port: Metrics = None,
 ) -> None:
-    """Page back N days (2000 rows a call) and publish oldest first, then exit."""
+    """Page back N days (2000 rows a call) and publish oldest first, then exit; prints what it
+    fetched and skipped per symbol, and refuses (exit 1) a range behind data already published."""
     _run({"mode": "backfill", "backfill_days": days, "metrics_port": metrics_port}, symbols)
 
 

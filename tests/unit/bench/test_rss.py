@@ -43,3 +43,27 @@ def test_peak_rss_sees_the_peak_of_a_child_that_exited() -> None:
 def test_replays_count_as_the_ingestor() -> None:
     names = {"replay": 90.0, "warm-BTC": 95.0, "steady-SOL": 80.0, "validator": 70.0}
     assert by_service(names, service_of) == {"ingestor (replay)": 95.0, "validator": 70.0}
+
+
+def test_cpu_watch_counts_what_each_group_spends_while_watched() -> None:
+    import subprocess
+    import sys
+    import time
+
+    from bench.rss import CpuWatch
+
+    spin = "import time\nt = time.process_time()\nwhile time.process_time() - t < {}: pass"
+    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3)"],
+                            start_new_session=True)  # fmt: skip
+    groups = {"idle": idle.pid}
+    with CpuWatch(lambda: groups, interval_s=0.05) as watch:
+        busy = subprocess.Popen([sys.executable, "-c", spin.format(0.4)], start_new_session=True)
+        groups["busy"] = busy.pid  # started after the watch: all its CPU counts
+        time.sleep(0.2)
+        while busy.poll() is None:
+            time.sleep(0.02)
+        idle.kill()
+        idle.wait()
+    used = watch.used_s()
+    assert used["busy"] >= 0.2  # sampled every 50 ms: at most one interval lost at its exit
+    assert used["idle"] < 0.2
