@@ -119,11 +119,13 @@ class Poller:
         publisher: Publisher,
         cfg: IngestorSettings,
         clock: Callable[[], float] = time.time,
+        data_dir: Path | None = None,
     ) -> None:
         self.client = client
         self.publisher = publisher
         self.cfg = cfg
         self.clock = clock  # the wall clock the live schedule follows (a seam for tests)
+        self.data_dir = data_dir  # where the lake is (None: no lake to warm up from)
         self.cooldown_until = 0.0  # monotonic; set when the API asks for a long pause
         self.open_minute: dict[str, int] = {}  # per symbol, the open minute the API last showed
         self.last_report: dict[str, str] = {}  # per symbol, what the last backfill did and why
@@ -227,8 +229,9 @@ class Poller:
 
     async def from_lake(self, symbol: str, since: float) -> int:
         """Publish the lake's candles of ``symbol`` newer than ``since`` (oldest first)."""
-        data_dir = self.publisher.store.directory.parents[1]
-        frame = lake.read_lake(data_dir, symbol, start=int(since))
+        if self.data_dir is None:
+            return 0
+        frame = lake.read_lake(self.data_dir, symbol, start=int(since))
         if frame.empty:
             return 0
         rows = frame.drop(columns="symbol").to_dict("records")
@@ -395,7 +398,7 @@ async def run(settings: Settings, cfg: IngestorSettings, stop: asyncio.Event) ->
         if cfg.mode == "live" and await kafka_is_empty(settings):
             forget_checkpoints(store, settings.symbols)
         pub = Publisher.to_kafka(producer, store, cfg.chunk_size)
-        poller = Poller(client, pub, cfg)
+        poller = Poller(client, pub, cfg, data_dir=settings.data_dir)
         if cfg.mode == "backfill":
             outcomes = await poller.backfill(settings.symbols, cfg.backfill_days)
             for symbol, outcome in outcomes.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from pathlib import Path
@@ -178,3 +179,30 @@ async def test_metrics_count_polls_errors_candles_and_lag(client, emulator, tmp_
     assert latency_count == before["requests"] + 1 + attempts
     # lag: wall-clock now minus the close of the newest published candle (START - 60 + 60)
     assert t0 - START <= sample("ingestor_lag_seconds", symbol="ETH") <= t1 - START
+
+
+async def test_warm_up_after_an_outage_fills_the_gap(client, emulator, tmp_path) -> None:
+    p, rec = poller(client, tmp_path)
+    p.publisher.store.save("BTC", START - 2 * 3600 - 60)  # the last candle before a 2 h outage
+    assert await p.warm_up("BTC", asyncio.Event())
+    times = [c["time"] for c in rec.candles("BTC")]
+    assert times == list(range(START - 2 * 3600, START, 60))  # the gap, oldest first, no more
+    assert {b.source for b in rec.batches()} == {"backfill"}
+
+
+async def test_warm_up_without_checkpoint_takes_the_lake_first(client, emulator, tmp_path) -> None:
+    from services.common.lake import write_candles
+    from services.common.schemas import Candle
+
+    first = emulator.datasets["BTC"].first  # the API's history begins here (a day back)
+    lake_rows = [
+        Candle(symbol="BTC", time=t, open=1, high=2, low=0.5, close=1.5, volumefrom=1, volumeto=3)
+        for t in range(first - 3600, first, 60)
+    ]
+    write_candles(tmp_path / "data", lake_rows)
+    p, rec = poller(client, tmp_path)
+    p.data_dir, p.clock = tmp_path / "data", lambda: float(START)
+    assert await p.warm_up("BTC", asyncio.Event())
+    times = [c["time"] for c in rec.candles("BTC")]
+    assert times == list(range(first - 3600, START, 60))  # the lake's hour, then the API's day
+    assert_recorded(emulator, "BTC", [c for c in rec.candles("BTC") if c["time"] >= first])
