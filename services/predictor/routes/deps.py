@@ -11,6 +11,9 @@ from fastapi.security import APIKeyHeader
 if TYPE_CHECKING:
     from services.predictor.app import Service
 
+#: The 403 body while no admin key is configured.
+ADMIN_DISABLED = "admin API disabled: PREDICTOR_ADMIN_API_KEY is not set on the server"
+
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="ADMIN_API_KEY")
 
 
@@ -25,13 +28,15 @@ ServiceDep = Annotated["Service", Depends(get_service)]
 async def require_admin(
     service: ServiceDep, key: Annotated[str | None, Security(_api_key)]
 ) -> None:
-    """Admin calls need ``X-API-Key`` equal to ``PREDICTOR_ADMIN_API_KEY``: missing 401, wrong 403;
-    with no key configured the admin API is disabled (503)."""
+    """Admin calls need ``X-API-Key`` equal to ``PREDICTOR_ADMIN_API_KEY``: missing 401, wrong 403.
+
+    With no key configured the admin API is switched off: 403, whatever the request carries.
+    Not 503: nothing is unavailable for a while (a client or a load balancer would retry, or mark
+    the instance unhealthy); the server refuses by configuration, which is what 403 says.
+    """
     configured = service.psettings.admin_api_key
     if configured is None or not configured.get_secret_value():
-        raise HTTPException(
-            503, "admin API disabled: PREDICTOR_ADMIN_API_KEY is not set on the server"
-        )
+        raise HTTPException(403, ADMIN_DISABLED)
     if not key:
         raise HTTPException(401, "missing X-API-Key header", headers={"WWW-Authenticate": "APIKey"})
     if not hmac.compare_digest(key.encode(), configured.get_secret_value().encode()):

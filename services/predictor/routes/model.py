@@ -58,8 +58,12 @@ async def get_model(service: ServiceDep) -> ModelsInfo:
 
 _ADMIN_ERRORS = {
     401: {"model": ErrorBody, "description": "missing X-API-Key"},
-    403: {"model": ErrorBody, "description": "wrong X-API-Key"},
-    503: {"model": ErrorBody, "description": "admin API disabled (no PREDICTOR_ADMIN_API_KEY)"},
+    403: {
+        "model": ErrorBody,
+        "description": "wrong X-API-Key, or the admin API is disabled: no"
+        " PREDICTOR_ADMIN_API_KEY on the server (the detail says which)",
+    },
+    413: {"model": ErrorBody, "description": "request body too large"},
 }
 
 

@@ -12,7 +12,13 @@ from pydantic import ValidationError
 
 from services.common.features import HORIZON_MINUTES
 from services.common.schemas import SYMBOL_PATTERN, FeatureVector, Prediction, now
-from services.predictor.api import MAX_TIME, ErrorBody, PredictionList, PredictRequest
+from services.predictor.api import (
+    MAX_TIME,
+    ErrorBody,
+    PredictionList,
+    PredictRequest,
+    predict_body_schema,
+)
 from services.predictor.core import feature_matrix, interval_bounds, to_predictions
 from services.predictor.routes.deps import ServiceDep
 
@@ -87,7 +93,7 @@ _PREDICT_ERRORS = {
 _PREDICT_BODY = {
     "requestBody": {
         "required": True,
-        "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
+        "content": {"application/json": {"schema": predict_body_schema()}},
     }
 }
 

@@ -148,7 +148,7 @@ async def test_admin_disabled_without_a_key(registry) -> None:
     transport = httpx.ASGITransport(app=create_app(svc))
     async with httpx.AsyncClient(transport=transport, base_url="http://p") as c:
         r = await c.post("/model/reload", headers={"X-API-Key": "anything"})
-    assert r.status_code == 503 and "PREDICTOR_ADMIN_API_KEY" in r.json()["detail"]
+    assert r.status_code == 403 and "PREDICTOR_ADMIN_API_KEY" in r.json()["detail"]
 
 
 async def test_http_metrics_by_route_template(client) -> None:
