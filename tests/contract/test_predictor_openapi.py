@@ -83,7 +83,8 @@ def schemathesis(url: str, report: Path, *headers: str) -> subprocess.CompletedP
     cmd += ["--report", "junit", "--report-junit-path", str(report)]
     for h in headers:
         cmd += ["--header", h]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    # run from the test's directory: st keeps a cache (.schemathesis/) in its working directory
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=report.parent)
 
 
 def test_schemathesis_checks_all_find_nothing(
