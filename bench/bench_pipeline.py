@@ -262,7 +262,8 @@ async def feed_and_time(
     await producer.start()
     sent: dict[tuple[str, int], float] = {}
     out: list[float] = []
-    rows = steady.sort_values(["time", "symbol"]).to_dict("records")[: int(rate * seconds)]
+    ordered = steady.sort_values(["time", "symbol"]).to_dict("records")[: int(rate * seconds)]
+    rows: list[dict[str, Any]] = [{str(k): v for k, v in r.items()} for r in ordered]
     feeding = True
 
     async def collect() -> None:

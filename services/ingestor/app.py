@@ -234,9 +234,10 @@ class Poller:
         frame = lake.read_lake(self.data_dir, symbol, start=int(since))
         if frame.empty:
             return 0
-        rows = frame.drop(columns="symbol").to_dict("records")
-        for row in rows:
-            row["time"] = int(row["time"])
+        rows: list[Row] = [
+            {**{str(k): v for k, v in r.items()}, "time": int(r["time"])}
+            for r in frame.drop(columns="symbol").to_dict("records")
+        ]
         sent = await self.publisher.publish(symbol, rows, "backfill")
         log.info("warm from the lake", extra={"symbol": symbol, "candles": sent})
         return sent
