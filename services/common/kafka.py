@@ -18,7 +18,7 @@ import logging
 import random
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -144,7 +144,10 @@ async def run_until_stopped(main: Callable[[asyncio.Event], Awaitable[None]]) ->
 
 
 async def queue_packed(
-    producer: AIOKafkaProducer, topic: str, records: Iterable[tuple[bytes | None, bytes]]
+    producer: AIOKafkaProducer,
+    topic: str,
+    records: Iterable[tuple[bytes | None, bytes]],
+    partition: int | None = None,
 ) -> list[asyncio.Future[Any]]:
     """Queue records packed into aiokafka record batches (``create_batch``) without waiting;
     returns one future per batch, resolved by the broker's ack.
@@ -153,11 +156,14 @@ async def queue_packed(
     CPU per record. Keys land where the default murmur2 partitioner puts them, so per-key order
     and co-partitioning are as with :func:`send_batch`; keyless records go to one random
     partition. Stages that commit in the background (:mod:`services.common.committer`) hand the
-    futures over; :func:`send_batch_packed` awaits them.
+    futures over; :func:`send_batch_packed` awaits them. ``partition`` sends every record there
+    instead (benchmarks and tests that lay out one partition).
     """
     records = list(records)
     if not records:
         return []
+    if partition is not None:
+        return await _queue_batches(producer, topic, {partition: records})
     partitions = sorted(await producer.partitions_for(topic))
     keyless = random.choice(partitions)
     placed: dict[bytes | None, int] = {None: keyless}  # murmur2 in Python is slow: once a key
@@ -167,6 +173,14 @@ async def queue_packed(
         if p is None:
             p = placed[key] = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
         by_partition.setdefault(p, []).append((key, value))
+    return await _queue_batches(producer, topic, by_partition)
+
+
+async def _queue_batches(
+    producer: AIOKafkaProducer,
+    topic: str,
+    by_partition: Mapping[int, list[tuple[bytes | None, bytes]]],
+) -> list[asyncio.Future[Any]]:
     futures = []
     for p, items in by_partition.items():
         batch = producer.create_batch()
@@ -181,12 +195,15 @@ async def queue_packed(
 
 
 async def send_batch_packed(
-    producer: AIOKafkaProducer, topic: str, records: Iterable[tuple[bytes | None, bytes]]
+    producer: AIOKafkaProducer,
+    topic: str,
+    records: Iterable[tuple[bytes | None, bytes]],
+    partition: int | None = None,
 ) -> int:
     """:func:`queue_packed`, then wait for every ack: :func:`send_batch` at ~8x less CPU per
     record. Raises the first delivery error, like :func:`send_batch`."""
     records = list(records)
-    futures = await queue_packed(producer, topic, records)
+    futures = await queue_packed(producer, topic, records, partition)
     if futures:
         await asyncio.gather(*futures)
     return len(records)
@@ -196,6 +213,7 @@ async def publish(
     topic: str,
     records: Iterable[tuple[bytes | None, bytes]],
     settings: Settings | None = None,
+    partition: int | None = None,
 ) -> int:
     """One-shot: start a producer, :func:`send_batch_packed` ``records``, stop it.
 
@@ -204,7 +222,7 @@ async def publish(
     producer = make_producer(settings)
     await producer.start()
     try:
-        return await send_batch_packed(producer, topic, records)
+        return await send_batch_packed(producer, topic, records, partition)
     finally:
         await producer.stop()
 
@@ -257,7 +275,7 @@ async def read_log(
     max_records: int = 20_000,
     poll_ms: int = 200,
     stall_s: float = 60.0,
-) -> AsyncIterator[list[ConsumerRecord[bytes, bytes]]]:
+) -> AsyncGenerator[list[ConsumerRecord[bytes, bytes]], None]:
     """Read ``partitions`` with a started consumer, yielding fetched records until ``until``.
 
     The one way to read a log back. ``partitions`` is assigned to ``consumer`` (replacing its
