@@ -4,7 +4,9 @@ lost or duplicated.
 While real BTC candles replay through ingestor → validator → featurizer → predictor, each
 service is SIGKILLed and restarted in turn. Afterwards every topic is read back in full:
 
-- every raw candle is on ``ticks.clean`` exactly once, or in ``ticks.dlq`` with a reason;
+- every candle of the feed file is on ``ticks.clean`` exactly once, or in a dead letter that
+  names its time (the expected set comes from the file, not from ``ticks.raw``: a candle the
+  ingestor loses is missed too), and nothing else is on ``ticks.clean``;
 - ``features`` and ``predictions`` miss no (symbol, time), and a key repeated after a crash
   carries the same value;
 - no consumer is stuck: each group's committed offsets reach the end of its input within a bound.
@@ -26,9 +28,11 @@ from typing import Any
 
 import orjson
 import pandas as pd
+import pyarrow.parquet as pq
 
 from bench.harness import GROUPS, Pipeline, Record, committed, read_topic, true_ends, write_slice
 from devstack.mlflow_local import MlflowServer
+from services.common.errors import SchemaError
 from services.common.schemas import Candle, DeadLetter, FeatureVector, Prediction, RawBatch
 from services.common.topics import FEATURES, PREDICTIONS, TICKS_CLEAN, TICKS_DLQ, TICKS_RAW
 
@@ -62,8 +66,54 @@ def _by_key(records: list[Record], model: type[Any]) -> dict[tuple[str, int], li
     return out
 
 
+def expected_keys(feed: Path, symbol: str) -> set[tuple[str, int]]:
+    """The (symbol, time) of every candle in the feed file: what must come out the other end."""
+    return {(symbol, int(t)) for t in pq.read_table(feed, columns=["time"])["time"].to_pylist()}
+
+
+def named_times(letter: DeadLetter) -> set[tuple[str, int]]:
+    """The candles a dead letter names: its event time, or every row of a whole RawBatch."""
+    if letter.symbol and letter.event_time is not None:
+        return {(letter.symbol, letter.event_time)}
+    try:
+        batch = RawBatch.from_bytes(letter.payload())
+    except SchemaError:
+        return set()
+    return {(batch.symbol, c["time"]) for c in batch.candles if isinstance(c.get("time"), int)}
+
+
+def check_candles(
+    expected: set[tuple[str, int]], clean: list[Record], dlq: list[Record], report: ChaosReport
+) -> Counter[tuple[str, int]]:
+    """Every expected candle is on ticks.clean exactly once, or in a dead letter that names its
+    time; nothing else is on ticks.clean. Returns the clean count per key."""
+    clean_count = Counter((c.symbol, c.time) for c in (Candle.from_bytes(r.value) for r in clean))
+    dead = [DeadLetter.from_bytes(r.value) for r in dlq]
+    named: set[tuple[str, int]] = set().union(*(named_times(d) for d in dead)) if dead else set()
+    report.counts.update(
+        {
+            "expected candles (feed file)": len(expected),
+            "clean candles": len(clean),
+            "dead letters": len(dead),
+        }
+    )
+    dupes = sorted(k for k, n in clean_count.items() if n > 1)
+    if dupes:
+        report.problems.append(f"{len(dupes)} candles on ticks.clean more than once: {dupes[:3]}")
+    missing = sorted(expected - set(clean_count) - named)
+    if missing:
+        report.problems.append(
+            f"{len(missing)} expected candles neither on ticks.clean nor named by a dead letter:"
+            f" {missing[:3]}"
+        )
+    unexpected = sorted(set(clean_count) - expected)
+    if unexpected:
+        report.problems.append(f"{len(unexpected)} candles on ticks.clean not in the feed")
+    return clean_count
+
+
 def check(
-    raw: list[Record],
+    expected: set[tuple[str, int]],
     clean: list[Record],
     dlq: list[Record],
     feats: list[Record],
@@ -71,25 +121,7 @@ def check(
     report: ChaosReport,
 ) -> None:
     """Conservation and exactly-once-by-key across the four stages."""
-    raw_keys: set[tuple[str, int]] = set()
-    for r in raw:
-        batch = RawBatch.from_bytes(r.value)
-        raw_keys |= {(batch.symbol, int(c["time"])) for c in batch.candles}
-    clean_count = Counter((c.symbol, c.time) for c in (Candle.from_bytes(r.value) for r in clean))
-    dead = [DeadLetter.from_bytes(r.value) for r in dlq]
-    report.counts.update(
-        {
-            "raw candles (distinct)": len(raw_keys),
-            "clean candles": len(clean),
-            "dead letters": len(dead),
-        }
-    )
-    dupes = [k for k, n in clean_count.items() if n > 1]
-    if dupes:
-        report.problems.append(f"{len(dupes)} candles on ticks.clean more than once: {dupes[:3]}")
-    missing = raw_keys - set(clean_count)
-    if missing and not dead:
-        report.problems.append(f"{len(missing)} raw candles neither clean nor dead-lettered")
+    clean_count = check_candles(expected, clean, dlq, report)
     by_feat = _by_key(feats, FeatureVector)
     lost_feats = set(clean_count) - set(by_feat)
     report.counts["feature vectors"] = len(feats)
@@ -136,8 +168,10 @@ def run_chaos(
     speed: float = 12_000.0,
     start: str = "2024-11-20",
     train_months: int = 3,
+    keep: dict[str, list[Record]] | None = None,
 ) -> ChaosReport:
-    """The whole chaos run under ``workdir``; returns the report (never raises on a finding)."""
+    """The whole chaos run under ``workdir``; returns the report (never raises on a finding).
+    ``keep`` receives every topic's records as read back (the mutation tests re-check them)."""
     t0 = int(pd.Timestamp(start, tz="UTC").timestamp())
     feed = workdir / "feed.parquet"
     train = workdir / "train.parquet"
@@ -168,8 +202,11 @@ def run_chaos(
             report.problems.append("a consumer group did not catch up within 240 s")
         topics = [TICKS_RAW, TICKS_CLEAN, TICKS_DLQ, FEATURES, PREDICTIONS]
         recs = {t: asyncio.run(read_topic(pipe.settings, t)) for t in topics}
+        if keep is not None:
+            keep.update(recs)
+        report.counts["raw messages"] = len(recs[TICKS_RAW])
         check(
-            recs[TICKS_RAW],
+            expected_keys(feed, "BTC"),
             recs[TICKS_CLEAN],
             recs[TICKS_DLQ],
             recs[FEATURES],
