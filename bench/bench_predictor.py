@@ -172,23 +172,41 @@ def scoring(out: Path) -> list[dict[str, Any]]:
     """XGBoost inplace_predict per row: one row per call vs 100 rows per call."""
     import numpy as np
 
-    from services.predictor.core import score
+    from services.predictor.core import interval_bounds, score
 
     bundle = load_model(out)
     rows = np.array(json.loads((out / "rows.json").read_text()), dtype=np.float64)
     one, batch = rows[:1], rows[:100]
 
-    def median_s(x: np.ndarray, n: int) -> float:
+    def median_s(x: np.ndarray, n: int, intervals: bool = False) -> float:
         times = []
         for _ in range(n):
             t = time.perf_counter()
-            score(bundle, x)
+            log_rv = score(bundle, x)
+            if intervals:  # what the scoring core adds for rv_lo / rv_hi
+                interval_bounds(bundle, log_rv, x, 0.8)
             times.append(time.perf_counter() - t)
         return float(np.median(times))
 
     single = median_s(one, 2000)
     per_row = median_s(batch, 300) / len(batch)
+    single_iv = median_s(one, 2000, intervals=True)
+    per_row_iv = median_s(batch, 300, intervals=True) / len(batch)
     return [
+        figure(
+            "scoring with intervals: single row, extra",
+            100 * (single_iv / single - 1),
+            "%",
+            "<= 25",
+            id="score_interval_extra_single_pct",
+        ),
+        figure(
+            "scoring with intervals: batch of 100, extra per row",
+            100 * (per_row_iv / per_row - 1),
+            "%",
+            "<= 25",
+            id="score_interval_extra_batch_pct",
+        ),
         figure("model size", bundle.booster.num_boosted_rounds(), "trees", id="served_model_trees"),
         figure("scoring: single row", single * 1e6, "us/row", "<= 300", id="score_single_us"),
         figure(

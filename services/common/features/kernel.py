@@ -25,21 +25,26 @@ from services.common.features.momentum import ema_states
 from services.common.features.spec import (
     EMA_LOOKBACK,
     HAR_HOURS,
+    HORIZON_MINUTES,
+    JUMP_WINDOWS,
     LONG_HAR_HOURS,
     MACD_FAST,
     MACD_SIGNAL,
     MACD_SLOW,
     MIN_COVERAGE,
+    RANGE_ESTIMATORS,
     RANGE_WINDOWS,
     RETURN_LAGS,
     RSI_PERIOD,
     RV_WINDOWS,
+    SEASON_DAYS,
     VOLUME_BASELINE,
     VOLUME_WINDOW,
 )
 
 PK_SCALE = 1.0 / (4.0 * math.log(2.0))
 GK_CLOSE = 2.0 * math.log(2.0) - 1.0
+BPV_SCALE = math.pi / 2.0
 PRIOR_HOURS = LONG_HAR_HOURS - 1
 """The 168 h window is the current (partial) clock hour plus the 167 complete hours before."""
 
@@ -96,12 +101,15 @@ class Derived:
     terms: dict[str, FloatArray]
     cum_ret: IntArray
     cum_bar: IntArray
+    cum_bp: IntArray
     partial_r2: FloatArray
     partial_n: IntArray
     hour_r2: FloatArray
     hour_n: IntArray
     long_r2: FloatArray
     long_n: IntArray
+    all_r2: FloatArray  # clock-hour sums of r2: the PRIOR_HOURS before the grid, then its hours
+    all_n: IntArray
 
 
 def _cum(mask: np.ndarray) -> IntArray:
@@ -126,11 +134,19 @@ def derive(frame: Frame, prior_r2: FloatArray, prior_n: IntArray) -> Derived:
         co = np.log(close / c["open"])
     has_r, has_bar = ~np.isnan(r), ~np.isnan(close)
     r2 = np.where(has_r, r * r, 0.0)
+    abs_r = np.where(has_r, np.abs(r), 0.0)
+    has_bp = has_r & np.concatenate(([False], has_r[:-1]))  # a return and the one before it
+    with np.errstate(divide="ignore", invalid="ignore"):
+        hc, ho = np.log(c["high"] / close), np.log(c["high"] / c["open"])
+        lc, lo = np.log(c["low"] / close), np.log(c["low"] / c["open"])
     lqv = np.where(has_bar, np.log1p(c["volumeto"]), 0.0)
     terms = {
         "r2": r2,
         "pk": np.where(has_bar, PK_SCALE * hl * hl, 0.0),
         "gk": np.where(has_bar, 0.5 * hl * hl - GK_CLOSE * co * co, 0.0),
+        "rs": np.where(has_bar, hc * ho + lc * lo, 0.0),
+        "r2_neg": np.where(has_r & (r < 0), r2, 0.0),
+        "bp": np.where(has_bp, abs_r * np.concatenate(([0.0], abs_r[:-1])), 0.0),
         "qv": np.where(has_bar, c["volumeto"], 0.0),
         "lqv": lqv,
         "lqv2": lqv * lqv,
@@ -144,12 +160,15 @@ def derive(frame: Frame, prior_r2: FloatArray, prior_n: IntArray) -> Derived:
         terms=terms,
         cum_ret=_cum(has_r),
         cum_bar=_cum(has_bar),
+        cum_bp=_cum(has_bp),
         partial_r2=h_r2.ravel(),
         partial_n=h_n.ravel(),
         hour_r2=h_r2[:, -1],
         hour_n=h_n[:, -1],
         long_r2=sliding_window_view(all_r2, PRIOR_HOURS).sum(axis=-1),
         long_n=sliding_window_view(all_n, PRIOR_HOURS).sum(axis=-1),
+        all_r2=all_r2,
+        all_n=all_n,
     )
 
 
@@ -183,11 +202,57 @@ def _volatility(d: Derived, rows: Rows, out: dict[str, FloatArray]) -> None:
         out[f"lhar_{h}h"] = _log(out[f"har_{h}h"])
 
 
+def _seasonal(d: Derived, rows: Rows, out: dict[str, FloatArray]) -> None:
+    """The same clock hour on each of the last ``SEASON_DAYS`` days: its mean variance per hour.
+
+    The forecast covers the next 60 minutes, so "the same hour" is the clock hour holding
+    ``t + 30 min`` (the current one before minute 30, the next one from minute 30 on). A day's
+    hour counts when ``MIN_COVERAGE`` of its returns are present; the mean needs
+    ``MIN_COVERAGE`` of the days. ``lsea_6d`` is half the log of that mean variance (log RV per
+    hour) and ``sea_ratio_6d`` is it minus the trailing 24 h log RV per hour (``lhar_24h / 2``):
+    how much livelier that hour usually is than the day around it.
+    """
+    slot = rows.idx
+    target_hour = PRIOR_HOURS + slot // 60 + (slot % 60 >= 30)
+    total = np.zeros(rows.size)
+    days = np.zeros(rows.size, dtype=np.int64)
+    for day in range(1, SEASON_DAYS + 1):
+        j = target_hour - 24 * day
+        n = d.all_n[j]
+        ok = n >= MIN_COVERAGE * 60
+        total += np.where(ok, d.all_r2[j] * 60.0 / np.maximum(n, 1), 0.0)
+        days += ok
+    mean = np.where(days >= MIN_COVERAGE * SEASON_DAYS, total / np.maximum(days, 1), np.nan)
+    out[f"lsea_{SEASON_DAYS}d"] = 0.5 * _log(mean)
+    out[f"sea_ratio_{SEASON_DAYS}d"] = out[f"lsea_{SEASON_DAYS}d"] - 0.5 * out["lhar_24h"]
+
+
+def _jumps(d: Derived, rows: Rows, out: dict[str, FloatArray]) -> None:
+    """Downside share of realized variance, bipower variation and the jump ratio per window.
+
+    ``rsn_share``: the sum of squared negative returns over the sum of all squared returns
+    (Barndorff-Nielsen, Kinnebrock and Shephard's semivariance). ``lbpv``: half the log of
+    bipower variation ``pi/2 * sum |r_s| |r_(s-1)|`` (pairs of present returns, rescaled to the
+    window), robust to jumps. ``jump``: ``ln(RV^2 / BPV)``, positive when jumps dominate.
+    """
+    t = d.terms
+    for w in JUMP_WINDOWS:
+        n = rows.count(d.cum_ret, w)
+        total = rows.wsum(t["r2"], w)
+        var = _rescale(total, n, w, w)
+        share = rows.wsum(t["r2_neg"], w) / np.where(total > 0, total, 1.0)
+        out[f"rsn_share_{w}m"] = np.where((total > 0) & ~np.isnan(var), share, np.nan)
+        bpv = _rescale(BPV_SCALE * rows.wsum(t["bp"], w), rows.count(d.cum_bp, w), w, w)
+        out[f"lbpv_{w}m"] = 0.5 * _log(bpv)
+        out[f"jump_{w}m"] = _log(var) - _log(bpv)
+
+
 def _ranges(d: Derived, rows: Rows, out: dict[str, FloatArray]) -> None:
-    """Parkinson and Garman-Klass volatility per window (GK clipped at 0 before the root)."""
+    """Parkinson, Garman-Klass and Rogers-Satchell volatility per window (GK clipped at 0
+    before the root; RS is a sum of non-negative terms)."""
     for w in RANGE_WINDOWS:
         n = rows.count(d.cum_bar, w)
-        for est in ("pk", "gk"):
+        for est in RANGE_ESTIMATORS:
             var = _rescale(rows.wsum(d.terms[est], w), n, w, w)
             out[f"{est}_{w}m"] = np.sqrt(np.where(var < 0, 0.0, var))
             out[f"l{est}_{w}m"] = _log(out[f"{est}_{w}m"])
@@ -236,8 +301,10 @@ def _momentum(d: Derived, rows: Rows, out: dict[str, FloatArray]) -> None:
 
 
 def _calendar(times: IntArray, out: dict[str, FloatArray]) -> None:
-    """Hour of day and day of week (Monday = 0) of the candle's open, UTC, as sin and cos."""
-    hour = (times // 3600) % 24
+    """Time of day at the middle of the forecast window (``t + 30 min``, in hours with their
+    minutes) and day of week (Monday = 0) of the candle's open, UTC, as sin and cos. The
+    minutes matter for origins off the full hour: at 10:40 most of the next hour is hour 11."""
+    hour = ((times + HORIZON_MINUTES * 30) % 86400) / 3600
     dow = (times // 86400 + 3) % 7
     out["hod_sin"], out["hod_cos"] = np.sin(2 * np.pi * hour / 24), np.cos(2 * np.pi * hour / 24)
     out["dow_sin"], out["dow_cos"] = np.sin(2 * np.pi * dow / 7), np.cos(2 * np.pi * dow / 7)
@@ -248,7 +315,9 @@ def compute(d: Derived, rows: Rows) -> dict[str, FloatArray]:
     out: dict[str, FloatArray] = {}
     with np.errstate(divide="ignore", invalid="ignore"):
         _volatility(d, rows, out)
+        _seasonal(d, rows, out)
         _ranges(d, rows, out)
+        _jumps(d, rows, out)
         _returns(d, rows, out)
         _volume(d, rows, out)
         _momentum(d, rows, out)

@@ -32,8 +32,13 @@ RV_WINDOWS = (5, 15, 30, 60, 240, 1440)
 """Realized volatility windows (minutes)."""
 HAR_HOURS = (1, 4, 24, 168)
 """HAR components (hours); 168 h is summed from clock-hour aggregates."""
+SEASON_DAYS = 6
+"""The same clock hour on this many previous days (all within the week of hour aggregates)."""
 RANGE_WINDOWS = (15, 60, 240)
-"""Parkinson and Garman-Klass windows (minutes)."""
+"""Parkinson, Garman-Klass and Rogers-Satchell windows (minutes)."""
+RANGE_ESTIMATORS = ("pk", "gk", "rs")
+JUMP_WINDOWS = (60, 240)
+"""Semivariance share, bipower variation and jump ratio windows (minutes)."""
 RETURN_LAGS = (1, 5, 15, 60, 1440)
 """Log-return horizons (minutes)."""
 VOLUME_WINDOW = 60
@@ -64,9 +69,12 @@ def _names() -> tuple[str, ...]:
     names += [f"lrv_{w}m" for w in RV_WINDOWS]
     names += [f"har_{h}h" for h in HAR_HOURS]
     names += [f"lhar_{h}h" for h in HAR_HOURS]
-    for est in ("pk", "gk"):
+    names += [f"lsea_{SEASON_DAYS}d", f"sea_ratio_{SEASON_DAYS}d"]
+    for est in RANGE_ESTIMATORS:
         names += [f"{est}_{w}m" for w in RANGE_WINDOWS]
         names += [f"l{est}_{w}m" for w in RANGE_WINDOWS]
+    for name in ("rsn_share", "lbpv", "jump"):
+        names += [f"{name}_{w}m" for w in JUMP_WINDOWS]
     names += [f"ret_{w}m" for w in RETURN_LAGS]
     names += ["lqv_60m", "qv_ratio_24h", "qv_z_24h"]
     names += [f"rsi_{RSI_PERIOD}", "macd", "macd_signal", "macd_hist"]
@@ -81,7 +89,10 @@ FEATURE_NAMES: tuple[str, ...] = _names()
 def _memory() -> dict[str, int]:
     memory = {f"{p}rv_{w}m": w for w in RV_WINDOWS for p in ("", "l")}
     memory |= {f"{p}har_{h}h": h * HOUR_MINUTES for h in HAR_HOURS for p in ("", "l")}
-    memory |= {f"{p}{e}_{w}m": w for w in RANGE_WINDOWS for e in ("pk", "gk") for p in ("", "l")}
+    memory |= {f"lsea_{SEASON_DAYS}d": SEASON_DAYS * 1440, f"sea_ratio_{SEASON_DAYS}d": 1440}
+    for e in RANGE_ESTIMATORS:
+        memory |= {f"{p}{e}_{w}m": w for w in RANGE_WINDOWS for p in ("", "l")}
+    memory |= {f"{k}_{w}m": w for w in JUMP_WINDOWS for k in ("rsn_share", "lbpv", "jump")}
     memory |= {f"ret_{w}m": w for w in RETURN_LAGS}
     memory |= {"lqv_60m": VOLUME_WINDOW, "qv_ratio_24h": VOLUME_BASELINE}
     memory |= {"qv_z_24h": VOLUME_BASELINE, f"rsi_{RSI_PERIOD}": RSI_PERIOD, "macd": MACD_SLOW}
@@ -108,7 +119,10 @@ def _spec() -> dict[str, object]:
         "names": FEATURE_NAMES,
         "rv": RV_WINDOWS,
         "har": HAR_HOURS,
+        "season_days": SEASON_DAYS,
         "range": RANGE_WINDOWS,
+        "range_estimators": RANGE_ESTIMATORS,
+        "jumps": JUMP_WINDOWS,
         "ret": RETURN_LAGS,
         "volume": (VOLUME_WINDOW, VOLUME_BASELINE),
         "rsi": RSI_PERIOD,

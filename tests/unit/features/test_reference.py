@@ -75,17 +75,56 @@ class Reference:
                 - (2 * LN2 - 1) * math.log(b.close / b.open) ** 2
             )
         )
+        rs = self.bar(
+            lambda b: (
+                math.log(b.high / b.close) * math.log(b.high / b.open)
+                + math.log(b.low / b.close) * math.log(b.low / b.open)
+            )
+        )
         for w in (15, 60, 240):
             f[f"pk_{w}m"] = math.sqrt(self.scaled(t, w, pk, w))
             f[f"gk_{w}m"] = math.sqrt(max(self.scaled(t, w, gk, w), 0.0))
+            f[f"rs_{w}m"] = math.sqrt(self.scaled(t, w, rs, w))
+        self._jumps(t, f, r2)
         for lag in (1, 5, 15, 60, 1440):
             past = self.c.get(t - 60 * lag)
             f[f"ret_{lag}m"] = math.log(self.c[t].close / past.close) if past else math.nan
+        self._seasonal(t, f, r2)
         self._volume(t, f)
         self._momentum(t, f)
-        for name in [n for n in f if n.startswith(("rv_", "har_", "pk_", "gk_"))]:
+        for name in [n for n in f if n.startswith(("rv_", "har_", "pk_", "gk_", "rs_"))]:
             f[f"l{name}"] = math.log(f[name]) if f[name] > 0 else math.nan
         return f
+
+    def _jumps(self, t: int, f: dict[str, float], r2) -> None:
+        """Downside share of RV, bipower variation and the jump ratio over 60 and 240 minutes."""
+        neg = lambda s: None if (r := self.ret(s)) is None else (r * r if r < 0 else 0.0)  # noqa: E731
+
+        def bp(s: int) -> float | None:
+            a, b = self.ret(s), self.ret(s - 60)
+            return None if a is None or b is None else abs(a) * abs(b)
+
+        for w in (60, 240):
+            var = self.scaled(t, w, r2, w)
+            total = self.sum_over(t, w, r2)[0]
+            share = self.sum_over(t, w, neg)[0] / total if total > 0 else math.nan
+            f[f"rsn_share_{w}m"] = share if not math.isnan(var) else math.nan
+            bpv = math.pi / 2 * self.scaled(t, w, bp, w)
+            f[f"lbpv_{w}m"] = 0.5 * math.log(bpv) if bpv > 0 else math.nan
+            f[f"jump_{w}m"] = math.log(var / bpv) if var > 0 and bpv > 0 else math.nan
+
+    def _seasonal(self, t: int, f: dict[str, float], r2) -> None:
+        """Mean variance of the clock hour holding t + 30 min on each of the 6 previous days."""
+        hour = (t + 1800) - (t + 1800) % 3600
+        per_day = []
+        for day in range(1, 7):
+            start = hour - day * 86400
+            total, n = self.sum_over(start + 59 * 60, 60, r2)
+            if n >= COVER * 60:
+                per_day.append(total * 60 / n)
+        mean = sum(per_day) / len(per_day) if len(per_day) >= COVER * 6 else math.nan
+        f["lsea_6d"] = 0.5 * math.log(mean) if mean > 0 else math.nan
+        f["sea_ratio_6d"] = f["lsea_6d"] - 0.5 * math.log(f["har_24h"])
 
     def _volume(self, t: int, f: dict[str, float]) -> None:
         qv = self.bar(lambda b: b.volumeto)

@@ -78,13 +78,12 @@ MONDAY = 1_733_097_600  # 2024-12-02 00:00 UTC
 
 def test_calendar(make_candles):
     out = featurize_many(make_candles(np.ones(400), start=MONDAY + 6 * 3600 - 60 * 399))
-    last = out.iloc[-1]  # Monday 06:00 UTC
-    assert last["hod_sin"] == pytest.approx(1.0) and last["hod_cos"] == pytest.approx(
-        0.0, abs=1e-12
-    )
+    last = out.iloc[-1]  # Monday 06:00 UTC: the next hour is centred on 06:30
+    assert last["hod_sin"] == pytest.approx(math.sin(2 * math.pi * 6.5 / 24))
+    assert last["hod_cos"] == pytest.approx(math.cos(2 * math.pi * 6.5 / 24))
     assert last["dow_sin"] == pytest.approx(0.0, abs=1e-12) and last["dow_cos"] == pytest.approx(
         1.0
     )
     sunday = featurize_many(make_candles(np.ones(2), start=MONDAY - 120)).iloc[0]
     assert sunday["dow_sin"] == pytest.approx(math.sin(2 * math.pi * 6 / 7))
-    assert sunday["hod_cos"] == pytest.approx(math.cos(2 * math.pi * 23 / 24))
+    assert sunday["hod_cos"] == pytest.approx(math.cos(2 * math.pi * (28 / 60) / 24))  # 00:28
