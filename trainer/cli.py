@@ -143,14 +143,13 @@ def _walk_forward(
     year: int,
     as_json: bool,
 ) -> None:
-    from services.common.settings import get_settings
     from trainer import walkforward
     from trainer.settings import TrainerSettings
 
+    ts = TrainerSettings()
     with _quiet_stdout():
         candles = _candles(data, lake, symbol, start, end)
-        threads = get_settings().xgb_threads
-        reports = walkforward.walk_forward(candles, year, TrainerSettings(), threads)
+        reports = walkforward.walk_forward(candles, year, ts, ts.xgb_threads)
     if as_json:
         _emit({"year": year, "quarters": reports})
     else:

@@ -11,6 +11,7 @@ the whole file (they are point in time), and the usual embargo separates the spl
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import numpy as np
@@ -68,8 +69,10 @@ def walk_forward(
         if not (ds.frame["split"] == "test").any():
             log.warning("no test origins", extra={"quarter": label})
             continue
+        cpu = time.process_time()
         fitted = fit(ds, ts, threads)
-        report = {"quarter": label, **fitted.params, **fitted.report}
+        cpu = time.process_time() - cpu
+        report = {"quarter": label, "fit_cpu_s": round(cpu, 1), **fitted.params, **fitted.report}
         log.info("walk-forward quarter", extra={"quarter": label, "qlike": report[MODEL]["qlike"]})
         out.append(report)
     return out
