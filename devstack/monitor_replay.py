@@ -85,9 +85,11 @@ def monitor_series(
     start: int | None = None,
     end: int | None = None,
     limits: Any = None,
+    lead_minutes: int = LEAD_MINUTES,
 ) -> Series:
-    """Run the monitors over the candles (rows from ``LEAD_MINUTES`` before ``start`` feed the
-    windows); returns the per-minute series of ``start <= time < end``."""
+    """Run the monitors over the candles (rows from ``lead_minutes`` before ``start`` feed the
+    windows); returns the per-minute series of ``start <= time < end``. ``limits`` replaces the
+    bundle's drift limits (to compare rules)."""
     from services.common.features import FEATURE_VERSION, HORIZON_MINUTES, featurize_many
     from services.predictor.accuracy import BaselineForecast, LiveAccuracy
     from services.predictor.core import score
@@ -101,7 +103,7 @@ def monitor_series(
             " the live predictor would dead-letter every vector"
         )
     ps = PredictorSettings()
-    lo = -math.inf if start is None else start - LEAD_MINUTES * 60
+    lo = -math.inf if start is None else start - lead_minutes * 60
     hi = math.inf if end is None else end
     c = candles[(candles["time"] >= lo - 8 * 86400) & (candles["time"] < hi + 3600 * 2)]
     feats = featurize_many(c)

@@ -136,6 +136,10 @@ class DriftLimits:
     method: str = "psi-null-quantile"
     quantile: float = NULL_QUANTILE
     meta: dict[str, Any] = field(default_factory=dict)
+    min_defined: dict[str, int] = field(default_factory=dict)
+    """Defined values a feature's window needs to be judged (default ``MIN_DEFINED`` of it)."""
+    min_rows: int | None = None
+    """Rows before the ratio is defined (default: the longest window)."""
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON for ``bundle.json``.
@@ -175,10 +179,12 @@ def fixed_limits(
     window: int = 10_080,
     threshold: float = 0.2,
     spans: int = 4,
+    min_fill: int = 1440,
 ) -> DriftLimits:
     """The old rule, for models trained before calibration (and for comparison): one window,
-    one PSI limit, and a feature judged only once the window holds ``spans`` of its memories.
-    No out-of-range part (``ood_share`` above 1 never triggers)."""
+    one PSI limit, a feature judged once the window holds ``spans`` of its memories, the ratio
+    exported once ``min_fill`` rows were seen. No out-of-range part (``ood_share`` is infinite).
+    """
     kept = [n for n in names if spans * memory.get(n, 0) <= window]
     return DriftLimits(
         {n: window for n in kept},
@@ -187,6 +193,8 @@ def fixed_limits(
         ood_share=math.inf,
         method="fixed-psi",
         quantile=math.nan,
+        min_defined={n: max(spans * memory.get(n, 0), 1) for n in kept},
+        min_rows=min(min_fill, window),
     )
 
 
@@ -240,6 +248,10 @@ class DriftMonitor:
         self.windows = np.array([limits.windows[n] for n in self.names], dtype=np.int64)
         self.thresholds = np.array([limits.thresholds[n] for n in self.names], dtype=np.float64)
         self.window = int(self.windows.max()) if len(self.names) else 1
+        self.need = np.array(
+            [limits.min_defined.get(n, MIN_DEFINED * limits.windows[n]) for n in self.names]
+        )
+        self.min_rows = self.window if limits.min_rows is None else int(limits.min_rows)
         rng = [ranges.get(n, (-math.inf, math.inf)) for n in self.all_names]
         self.lo = np.array([r[0] for r in rng], dtype=np.float64)
         self.hi = np.array([r[1] for r in rng], dtype=np.float64)
@@ -290,12 +302,12 @@ class DriftMonitor:
         window = cum[ends][:, feat, :] - cum[starts, feat[None, :], :]  # (rows, f, nb)
         defined = window.sum(axis=2)
         values = psi_many(window, self.expected[None, :, :])
-        judged = defined >= MIN_DEFINED * self.windows[None, :]
+        judged = defined >= self.need[None, :]
         ood_share = (ocum[ends] - ocum[ends - self.ood_window]) / self.ood_window
         beyond = values > self.thresholds[None, :]
         drifted = (judged & beyond) | (ood_share > self.limits.ood_share)
         n_judged = judged.sum(axis=1)
-        warm = (seen[sel] >= self.window) & (n_judged > 0)
+        warm = (seen[sel] >= self.min_rows) & (n_judged > 0)
         ratio = np.full(m, np.nan)
         ratio[sel] = np.where(warm, drifted.sum(axis=1) / np.maximum(n_judged, 1), np.nan)
         psis = np.full((m, f), np.nan)
@@ -327,8 +339,8 @@ class DriftMonitor:
         return min(self.n, self.window)
 
     def fill(self) -> float:
-        """How full the longest window is, 0..1."""
-        return self.filled() / self.window
+        """How far the monitor is from defining the ratio, 0..1 (1: warm)."""
+        return min(self.n, self.min_rows) / max(self.min_rows, 1)
 
 
 def null_psi(

@@ -200,16 +200,30 @@ class RollingAccuracy:
     """
 
     def __init__(self, window: int = 1440) -> None:
+        self.window = window
         self._q: deque[float] = deque(maxlen=window)
         self._se: deque[float] = deque(maxlen=window)
         self._in: deque[bool] = deque(maxlen=window)
+        # running sums, so reading the means costs nothing (the replay reads them every minute);
+        # summed afresh every ``window`` updates, so rounding cannot accumulate
+        self._qsum = self._sesum = 0.0
+        self._updates = 0
 
     def update(
         self, rv_pred: float, rv_real: float, lo: float | None = None, hi: float | None = None
     ) -> None:
         """Add one resolved prediction (and whether its interval ``[lo, hi]`` held it)."""
-        self._q.append(qlike(rv_real, rv_pred))
-        self._se.append((math.log(rv_pred) - math.log(rv_real)) ** 2)
+        q, se = qlike(rv_real, rv_pred), (math.log(rv_pred) - math.log(rv_real)) ** 2
+        if len(self._q) == self.window:
+            self._qsum -= self._q[0]
+            self._sesum -= self._se[0]
+        self._q.append(q)
+        self._se.append(se)
+        self._qsum += q
+        self._sesum += se
+        self._updates += 1
+        if self._updates % self.window == 0:
+            self._qsum, self._sesum = math.fsum(self._q), math.fsum(self._se)
         if lo is not None and hi is not None:
             self._in.append(lo <= rv_real <= hi)
 
@@ -232,11 +246,11 @@ class RollingAccuracy:
 
     def qlike(self) -> float:
         """Mean QLIKE over the window (NaN when empty)."""
-        return sum(self._q) / len(self._q) if self._q else math.nan
+        return self._qsum / len(self._q) if self._q else math.nan
 
     def rmse(self) -> float:
         """Root mean squared error of log RV over the window (NaN when empty)."""
-        return math.sqrt(sum(self._se) / len(self._se)) if self._se else math.nan
+        return math.sqrt(max(self._sesum, 0.0) / len(self._se)) if self._se else math.nan
 
 
 class Adwin:

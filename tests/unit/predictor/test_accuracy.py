@@ -76,3 +76,30 @@ def test_qlike_is_asymmetric() -> None:
     assert qlike(0.02, 0.01) > qlike(0.01, 0.02) > 0
     roll = RollingAccuracy()
     assert math.isnan(roll.qlike()) and math.isnan(roll.rmse())
+
+
+def test_har_seasonal_from_the_vector_is_the_trainers_baseline(calm_candles) -> None:
+    """The predictor scores the baseline from ``lhar_*`` and the candle time; the trainer from its
+    own point-in-time inputs. Same forecasts: exactly for the 1/4/24 h terms and the calendar
+    dummies; the 168 h term is summed from clock hours in the features (the current hour plus the
+    167 before), from a rolling week in the trainer, so it differs a little."""
+    from services.common.features import FEATURE_NAMES, featurize_many
+    from services.predictor.accuracy import HarSeasonal
+    from trainer.baselines import predict_baselines
+    from trainer.drift_reference import har_seasonal_params
+    from trainer.targets import HAR_COLUMNS, baseline_inputs
+
+    feats = featurize_many(calm_candles)
+    feats = feats[feats["warm"]]
+    times = feats["time"].to_numpy()
+    inputs = baseline_inputs(minute_grid(calm_candles), times)
+    coef = np.random.default_rng(1).normal(size=34)
+    coef[4] = 0.0  # the 168 h term, compared on its own below
+    params = {"har_seasonal": {"coef": coef.tolist(), "bias_factor": 1.7}}
+    want = predict_baselines(params, inputs)["har_seasonal"] + 0.5 * math.log(1.7)
+    names = list(FEATURE_NAMES)
+    baseline = HarSeasonal(har_seasonal_params(params, names), names)
+    got = baseline.log_rv(feats[names].to_numpy(dtype=np.float64), times)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+    week = 0.5 * feats["lhar_168h"].to_numpy() - inputs[HAR_COLUMNS[3]].to_numpy()
+    assert np.median(np.abs(week)) < 1e-3 and np.max(np.abs(week)) < 0.1
