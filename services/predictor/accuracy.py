@@ -9,6 +9,7 @@ has a gap (a missing candle) is dropped and counted, never guessed.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import math
 from collections import OrderedDict, deque
@@ -140,6 +141,7 @@ class RealizedJoiner:
         self.keep = keep_minutes
         self._closes: dict[str, OrderedDict[int, float]] = {}
         self._pending: dict[str, dict[tuple[int, str], Forecast]] = {}
+        self._due: dict[str, list[tuple[int, str]]] = {}  # heap of pending keys, oldest first
         self.dropped = 0
 
     def add_closes(self, rows: Iterable[tuple[str, int, float]]) -> list[Resolved]:
@@ -157,7 +159,11 @@ class RealizedJoiner:
         """Queue predictions (dedup by symbol, time and role); returns any already resolvable."""
         touched = set()
         for p in preds:
-            self._pending.setdefault(p.symbol, {})[(p.time, p.role)] = p
+            key = (p.time, p.role)
+            pend = self._pending.setdefault(p.symbol, {})
+            if key not in pend:
+                heapq.heappush(self._due.setdefault(p.symbol, []), key)
+            pend[key] = p
             touched.add(p.symbol)
         return [r for s in touched for r in self._resolve(s)]
 
@@ -168,24 +174,32 @@ class RealizedJoiner:
     def forget(self) -> None:
         """Drop every pending prediction (a new model's windows start empty)."""
         self._pending.clear()
+        self._due.clear()
 
     def _resolve(self, symbol: str) -> list[Resolved]:
+        """Every pending forecast whose horizon ended by the newest close, oldest first (a heap
+        by time: a minute's call touches only what became due). Roles of one time share one
+        realized value."""
         book = self._closes.get(symbol)
         pend = self._pending.get(symbol)
-        if not book or not pend:
+        due = self._due.get(symbol)
+        if not book or not pend or not due:
             return []
         newest = next(reversed(book))
-        out = []
-        for key, pred in list(pend.items()):
-            end = pred.time + 60 * self.horizon
-            if newest < end:
-                continue
-            del pend[key]
-            closes = [book.get(pred.time + 60 * k) for k in range(self.horizon + 1)]
-            if any(c is None or c <= 0 for c in closes):
+        out: list[Resolved] = []
+        realized: dict[int, float | None] = {}
+        while due and due[0][0] + 60 * self.horizon <= newest:
+            key = heapq.heappop(due)
+            pred = pend.pop(key)
+            if pred.time not in realized:
+                closes = [book.get(pred.time + 60 * k) for k in range(self.horizon + 1)]
+                ok = all(c is not None and c > 0 for c in closes)
+                realized[pred.time] = realized_rv(closes) if ok else None  # type: ignore[arg-type]
+            rv = realized[pred.time]
+            if rv is None:
                 self.dropped += 1
                 continue
-            out.append(Resolved(pred, realized_rv(closes)))  # type: ignore[arg-type]
+            out.append(Resolved(pred, rv))
         return out
 
 
