@@ -6,6 +6,14 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
 from services.validator.core import Verdict
 
+#: (outcome, reason) pairs exported at 0 before the first such record.
+PRESET_SERIES = (
+    ("clean", "ok"),
+    ("duplicate", "duplicate"),
+    ("dead_letter", "revised"),
+    ("dead_letter", "late"),
+)
+
 
 class ValidatorMetrics:
     """``validator_records_total{outcome,reason}``, ``validator_batches_total{outcome}``,
@@ -36,6 +44,10 @@ class ValidatorMetrics:
             ["symbol"],
             registry=registry,
         )
+        # series the recording rules divide by exist from the start at 0, so a ratio such as
+        # volstream:candle_revision_ratio:rate1h reads 0 on a clean stream instead of no data
+        for outcome, reason in PRESET_SERIES:
+            self.records.labels(outcome, reason)
         self.processing = Histogram(
             "validator_processing_seconds",
             "Time to judge one poll of RawBatches, send the outputs and commit",
