@@ -2,7 +2,9 @@
 lost or duplicated.
 
 While real BTC candles replay through ingestor → validator → featurizer → predictor, each
-service is SIGKILLed and restarted in turn. Afterwards every topic is read back in full:
+service is SIGKILLed and restarted in turn; then the ingestor polls the emulator live (a recorded
+CryptoCompare week as ``ETH``) and is SIGKILLed and restarted once more. Afterwards every topic is
+read back in full:
 
 - every candle of the feed file is on ``ticks.clean`` exactly once, or in a dead letter that
   names its time (the expected set comes from the file, not from ``ticks.raw``: a candle the
@@ -26,11 +28,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pandas as pd
 import pyarrow.parquet as pq
 
-from bench.harness import GROUPS, Pipeline, Record, committed, read_topic, true_ends, write_slice
+from bench.harness import (
+    GROUPS,
+    SHARED,
+    Pipeline,
+    Record,
+    committed,
+    read_topic,
+    true_ends,
+    write_slice,
+)
+from devstack.broker import free_port, port_open
 from devstack.mlflow_local import MlflowServer
 from services.common.errors import SchemaError
 from services.common.schemas import Candle, DeadLetter, FeatureVector, Prediction, RawBatch
@@ -145,6 +158,52 @@ def check(
             report.problems.append(f"predictions for {key} differ between repeats")
 
 
+#: The live phase's feed: a recorded CryptoCompare week, served by the emulator as ``ETH``.
+LIVE_FEED = SHARED / "cryptocompare" / "cc_histominute_BTCUSDT_2024-03-01_7d.json"
+LIVE_SYMBOL = "ETH"
+
+
+def live_phase(pipe: Pipeline, report: ChaosReport, minutes: int = 3) -> set[tuple[str, int]]:
+    """Live polling against the emulator (real time, two hours of history behind ten minutes
+    ago), the ingestor killed with -9 mid-way and restarted; then the emulator's clock stops and
+    the ingestor catches up. Returns the candles the emulator served: what must come out."""
+    port = free_port()
+    start = (int(time.time()) - 600) // 60 * 60
+    emulator = ["devstack.emulator", "--port", str(port), "--speed", "1", "--history-days", "0.1"]
+    emulator += ["--start-time", str(start), "--dataset", f"{LIVE_SYMBOL}={LIVE_FEED}"]
+    pipe.start("emulator", [sys.executable, "-m", *emulator])
+    url = f"http://127.0.0.1:{port}"
+    _wait(lambda: port_open("127.0.0.1", port), 60, "the emulator")
+    live = {
+        "SYMBOLS": LIVE_SYMBOL,
+        "INGESTOR_CRYPTOCOMPARE_BASE_URL": url,
+        "INGESTOR_POLL_INTERVAL_S": "2",
+        "INGESTOR_WARMUP_DAYS": "1",
+        "INGESTOR_HTTP_TIMEOUT_S": "2",
+    }
+    pipe.start("live-ingestor", [sys.executable, "-m", "services.ingestor"], **live)
+    time.sleep(minutes * 60 / 2)
+    pipe.kill9("live-ingestor")
+    report.kills.append("ingestor (live polling)")
+    pipe.restart("live-ingestor")
+    time.sleep(minutes * 60 / 2)
+    httpx.post(f"{url}/_emulator/clock", json={"speed": 0}, timeout=10).raise_for_status()
+    time.sleep(15)  # the aligned polls pick up the last closed minute
+    params = {"fsym": LIVE_SYMBOL, "tsym": "USD", "limit": 2000}
+    doc = httpx.get(f"{url}/data/v2/histominute", params=params, timeout=10).json()
+    rows = doc["Data"]["Data"][:-1]  # the last row is the open minute
+    # before its series begins the API answers all-zero candles: not candles of the feed
+    return {(LIVE_SYMBOL, int(r["time"])) for r in rows if r["close"] > 0}
+
+
+def _wait(ready: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start")
+        time.sleep(0.2)
+
+
 async def wait_caught_up(pipe: Pipeline, bound_s: float) -> float | None:
     """Seconds until every group's committed offsets equal its input's true end, or None."""
     t0 = time.monotonic()
@@ -169,6 +228,7 @@ def run_chaos(
     start: str = "2024-11-20",
     train_months: int = 3,
     keep: dict[str, list[Record]] | None = None,
+    live: bool = True,
 ) -> ChaosReport:
     """The whole chaos run under ``workdir``; returns the report (never raises on a finding).
     ``keep`` receives every topic's records as read back (the mutation tests re-check them)."""
@@ -197,6 +257,9 @@ def run_chaos(
             pipe.restart(name, [*cmd, "--resume"] if name == "ingestor" else cmd)
         if pipe.wait("ingestor", 900) != 0:
             report.problems.append("the restarted replay failed; see log/ingestor.log")
+        expected = expected_keys(feed, "BTC")
+        if live:
+            expected |= live_phase(pipe, report)
         report.catch_up_s = asyncio.run(wait_caught_up(pipe, bound_s=240))
         if report.catch_up_s is None:
             report.problems.append("a consumer group did not catch up within 240 s")
@@ -206,7 +269,7 @@ def run_chaos(
             keep.update(recs)
         report.counts["raw messages"] = len(recs[TICKS_RAW])
         check(
-            expected_keys(feed, "BTC"),
+            expected,
             recs[TICKS_CLEAN],
             recs[TICKS_DLQ],
             recs[FEATURES],

@@ -58,6 +58,7 @@ class Pipeline:
     broker: EmbeddedBroker | None = None
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     commands: dict[str, list[str]] = field(default_factory=dict)
+    envs: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def settings(self) -> Settings:
@@ -98,6 +99,7 @@ class Pipeline:
     def start(self, name: str, command: list[str], **env: str) -> subprocess.Popen[bytes]:
         """Start (or restart) a named process; output appends to ``log/<name>.log``."""
         self.commands[name] = command
+        self.envs[name] = env
         log = open(self.workdir / "log" / f"{name}.log", "ab")  # noqa: SIM115
         proc = subprocess.Popen(
             command,
@@ -135,7 +137,8 @@ class Pipeline:
             proc.wait(10)
 
     def restart(self, name: str, command: list[str] | None = None) -> None:
-        self.start(name, command or self.commands[name])
+        """Start ``name`` again, with its command (or ``command``) and its environment."""
+        self.start(name, command or self.commands[name], **self.envs.get(name, {}))
 
     def wait(self, name: str, timeout_s: float) -> int:
         return self.procs[name].wait(timeout_s)

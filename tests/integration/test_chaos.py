@@ -10,6 +10,7 @@ import pytest
 
 from bench.chaos import ChaosReport, check_candles, expected_keys, run_chaos
 from bench.harness import Record
+from services.common.schemas import Candle
 from services.common.topics import TICKS_CLEAN, TICKS_DLQ
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -19,12 +20,20 @@ def test_kill_9_each_service_loses_and_duplicates_nothing(tmp_path: Path) -> Non
     records: dict[str, list[Record]] = {}
     report = run_chaos(tmp_path, days=8.2, speed=18_000, train_months=2, keep=records)
     report.print()
-    assert report.kills == ["ingestor", "validator", "featurizer", "predictor"]
+    kills = ["ingestor", "validator", "featurizer", "predictor", "ingestor (live polling)"]
+    assert report.kills == kills
     assert report.problems == []
     assert report.counts["clean candles"] == report.counts["expected candles (feed file)"]
     assert report.counts["champion predictions"] >= report.counts["warm feature vectors"] > 1000
 
-    expected = expected_keys(tmp_path / "feed.parquet", "BTC")
+    btc = expected_keys(tmp_path / "feed.parquet", "BTC")
+    live = report.counts["expected candles (feed file)"] - len(btc)
+    assert live > 120, "the live phase served two hours of history and a few live minutes"
+    expected = btc | {
+        (c.symbol, c.time)
+        for c in map(Candle.from_bytes, (r.value for r in records[TICKS_CLEAN]))
+        if c.symbol == "ETH"
+    }
     clean, dlq = records[TICKS_CLEAN], records[TICKS_DLQ]
     middle = len(clean) // 2
     for mutation, mutated in {
