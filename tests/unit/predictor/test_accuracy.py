@@ -103,3 +103,25 @@ def test_har_seasonal_from_the_vector_is_the_trainers_baseline(calm_candles) -> 
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
     week = 0.5 * feats["lhar_168h"].to_numpy() - inputs[HAR_COLUMNS[3]].to_numpy()
     assert np.median(np.abs(week)) < 1e-3 and np.max(np.abs(week)) < 0.1
+
+
+def test_interval_coverage_is_exported_per_role() -> None:
+    """model_interval_coverage: the share of resolved predictions whose realized RV fell inside
+    [rv_lo, rv_hi], per role; predictions without an interval do not count."""
+    from services.predictor.accuracy import Resolved
+    from services.predictor.metrics import PredictorMetrics
+    from services.predictor.stream import observe_accuracy
+
+    def with_interval(t: int, role: str) -> Prediction:
+        p = pred(t, role=role)
+        return p.model_copy(update={"rv_lo": p.rv / 2, "rv_hi": p.rv * 2, "interval_level": 0.8})
+
+    rv = math.exp(-5.0)
+    resolved = [Resolved(with_interval(60 * i, "champion"), rv * f) for i, f in enumerate(
+        [1.0, 1.5, 3.0, 0.3])]  # fmt: skip
+    resolved += [Resolved(with_interval(60, "shadow"), rv), Resolved(pred(120, role="shadow"), rv)]
+    m = PredictorMetrics()
+    observe_accuracy(m, LiveAccuracy(60), resolved)
+    value = m.registry.get_sample_value
+    assert value("model_interval_coverage", {"role": "champion"}) == 0.5
+    assert value("model_interval_coverage", {"role": "shadow"}) == 1.0
