@@ -23,7 +23,6 @@ from trainer.settings import TrainerSettings
 
 log = logging.getLogger(__name__)
 BASELINES_FILE = "baselines.json"
-INPUT_EXAMPLE_ROWS = 5
 
 
 def flat_metrics(report: dict[str, Any]) -> dict[str, float]:
@@ -95,10 +94,7 @@ def log_training_run(
         with tempfile.TemporaryDirectory() as tmp:
             for path in plots.save_all(fitted, Path(tmp)):
                 mlflow.log_artifact(str(path), "plots")
-        example = ds.part("train")[ds.feature_names].head(INPUT_EXAMPLE_ROWS)
         bundle = replace(bundle, run_id=run.info.run_id)
-        version = registry.log_bundle(
-            bundle, example, settings, files={BASELINES_FILE: fitted.baselines}
-        )
+        version = registry.log_bundle(bundle, settings, files={BASELINES_FILE: fitted.baselines})
         mlflow.set_tag("registered_version", version)
     return version, run.info.run_id

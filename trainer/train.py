@@ -20,6 +20,7 @@ import pandas as pd
 from services.common import intervals
 from services.common.registry import ModelBundle
 from services.common.settings import Settings
+from trainer import holdout
 from trainer.baselines import LAMBDA_GRID, fit_baselines, predict_baselines, refit_har
 from trainer.dataset import Dataset, build_dataset
 from trainer.drift_reference import drift_limits, har_seasonal_params
@@ -154,6 +155,7 @@ def make_bundle(
     symbol: str,
     settings: Settings,
     drift_limits: dict[str, Any] | None = None,
+    horizon_minutes: int = 60,
 ) -> ModelBundle:
     """The bundle to register (name and version are filled in by the registry)."""
     metrics = {f"test_{k}": float(v) for k, v in fitted.report[MODEL].items()}
@@ -170,6 +172,7 @@ def make_bundle(
         metrics=metrics,
         trained_at=time.time(),
         symbol=symbol,
+        horizon_minutes=horizon_minutes,
         extra={
             "test_start": fitted.params["test_start"],
             "valid_start": fitted.params["valid_start"],
@@ -177,6 +180,9 @@ def make_bundle(
         intervals=fitted.intervals,
         drift_limits=drift_limits or {},
         har_seasonal=har_seasonal_params(fitted.baselines, ds.feature_names),
+        trained_until=holdout.trained_until(
+            ds.frame["time"].to_numpy(), ds.frame["split"].to_numpy(), horizon_minutes
+        ),
     )
 
 

@@ -7,7 +7,9 @@ The tree::
     ├── BrokerError          the broker is unreachable or refused an operation
     ├── SchemaError          a payload does not match its message schema (also a ValueError)
     ├── ModelError           no model, or a model that cannot be loaded or used
-    │   └── FeatureVersionMismatch   a vector built by another feature set than the model's
+    │   ├── FeatureVersionMismatch   a vector built by another feature set than the model's
+    │   └── ModelIntegrityError      a version whose artifact is not a volstream booster or does
+    │                                not match its registered SHA-256 (refused, never loaded)
     └── UpstreamError        an outside API failed (see services.ingestor for its subtypes)
 
 A bad *message* never raises out of a stage: it becomes a dead letter with a reason. These errors
@@ -39,6 +41,10 @@ class ModelError(VolstreamError):
 
 class FeatureVersionMismatch(ModelError):
     """A feature vector's ``feature_version`` differs from the model's."""
+
+
+class ModelIntegrityError(ModelError):
+    """A model version's artifact is not what was registered (format or hash); never loaded."""
 
 
 class UpstreamError(VolstreamError):

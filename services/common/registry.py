@@ -1,18 +1,27 @@
 """The MLflow adapter: where models are registered, found by alias, and loaded as bundles.
 
 One registered model (``settings.model_name``, default ``volstream-rv60``) with two aliases,
-``champion`` (serves) and ``challenger`` (the last trained, shadow-scored). A version is the XGBoost
-booster (MLflow's ``xgboost`` flavour, with signature and input example) plus ``bundle.json``, a run
-artifact with everything needed to use it: feature names and version, the variance bias factor,
-the training reference distribution (PSI/OOD) and the test metrics. Everything MLflow-specific
+``champion`` (serves) and ``challenger`` (the last trained, shadow-scored). A version is a run's
+``bundle/`` folder: ``booster.ubj`` (XGBoost's own UBJSON model format) and ``bundle.json``
+(feature names and version, the variance bias factor, the training reference distribution for
+PSI/OOD, the test metrics and the end of the data it was fitted on). Everything MLflow-specific
 stays in this module; the predictor and the trainer see :class:`ModelBundle` and plain calls.
 
-A :class:`~services.common.errors.ModelError` means no such model, alias or version.
+**Models are loaded as data.** No MLflow flavour is used: registration stores the booster's bytes
+and their SHA-256 in the version's tags (``model.sha256``); loading downloads those bytes, checks
+the hash and hands them to ``xgboost.Booster.load_model``. Nothing named by a version (an
+``MLmodel`` file, a loader module, pip requirements) is ever imported or installed, so whoever can
+register a version or move an alias cannot run code in the predictor or the trainer.
+
+A :class:`~services.common.errors.ModelError` means no such model, alias or version; its
+subclass :class:`~services.common.errors.ModelIntegrityError` a version whose artifact is not a
+volstream booster or does not match its hash.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import tempfile
@@ -22,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from services.common.errors import ModelError
+from services.common.errors import ModelError, ModelIntegrityError
 from services.common.schemas import ModelEvent
 from services.common.settings import Settings
 from services.common.topics import MODEL_EVENTS, TOPICS
@@ -32,9 +41,13 @@ log = logging.getLogger(__name__)
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 ALIASES = (CHAMPION, CHALLENGER)
-MODEL_ARTIFACT = "model"
 BUNDLE_DIR = "bundle"
 BUNDLE_FILE = "bundle.json"
+BOOSTER_FILE = "booster.ubj"
+BOOSTER_FORMAT = "xgboost-ubj"
+#: Version tags written at registration: the booster's format and SHA-256, and the end of the
+#: data the model was fitted (and early-stopped) on, as unix seconds.
+FORMAT_TAG, SHA256_TAG, TRAINED_UNTIL_TAG = "model.format", "model.sha256", "data.trained_until"
 
 
 @dataclass(frozen=True)
@@ -67,6 +80,8 @@ class ModelBundle:
     har_seasonal: dict[str, Any] = field(default_factory=dict)
     """The HAR-seasonal baseline as trained (coefficients, bias factor, feature inputs): the
     predictor scores it live next to the model (``services.predictor.accuracy.HarSeasonal``)."""
+    trained_until: int = 0
+    """Unix seconds: the last candle any fitting or early-stopping row read (0: unknown)."""
 
     def predict_log_rv(self, rows: np.ndarray) -> np.ndarray:
         """Predicted log RV for a 2-D float array of rows (one call per micro-batch)."""
@@ -141,18 +156,68 @@ def read_run_json(run_id: str, filename: str, settings: Settings) -> dict[str, A
         return dict(json.loads(Path(path).read_text()))
 
 
-def load_bundle(ref: str, settings: Settings) -> ModelBundle:
-    """Load ``champion``, ``challenger`` or a version number as a ready-to-score bundle."""
-    import mlflow.xgboost
+def read_run_bytes(run_id: str, path: str, settings: Settings) -> bytes:
+    """The bytes of one run artifact; ModelError when it is absent or unreadable."""
+    from mlflow.exceptions import MlflowException
 
-    mv = _get_version(str(ref), settings)
-    meta = read_run_json(mv.run_id, BUNDLE_FILE, settings)
-    _use_server(settings)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = client(settings).download_artifacts(run_id, path, tmp)
+            return Path(local).read_bytes()
+        except (MlflowException, OSError) as exc:
+            raise ModelError(f"run {run_id} has no {path}: {exc}") from exc
+
+
+def sha256(data: bytes) -> str:
+    """Hex SHA-256 of an artifact's bytes.
+
+    >>> sha256(b"")[:12]
+    'e3b0c44298fc'
+    """
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_booster(raw: bytes, expected_sha256: str | None, what: str) -> Any:
+    """An ``xgboost.Booster`` from UBJ/JSON bytes, only if they hash to ``expected_sha256``."""
+    import xgboost
+
+    if not expected_sha256:
+        raise ModelIntegrityError(f"{what} has no {SHA256_TAG} tag: not a volstream booster")
+    got = sha256(raw)
+    if got != expected_sha256:
+        raise ModelIntegrityError(
+            f"{what}: {BOOSTER_FILE} does not match its registered hash "
+            f"(sha256 {got[:16]}…, registered {expected_sha256[:16]}…)"
+        )
+    booster = xgboost.Booster()
     try:
-        booster = mlflow.xgboost.load_model(f"models:/{settings.model_name}/{mv.version}")
-    except Exception as exc:  # MLflow raises several types for missing or broken artifacts
-        raise ModelError(f"cannot load {settings.model_name} v{mv.version}: {exc}") from exc
+        booster.load_model(bytearray(raw))
+    except xgboost.core.XGBoostError as exc:
+        raise ModelIntegrityError(f"{what}: not an XGBoost model: {exc}") from exc
+    return booster
+
+
+def load_bundle(ref: str, settings: Settings) -> ModelBundle:
+    """Load ``champion``, ``challenger`` or a version number as a ready-to-score bundle.
+
+    The booster is read as data (see the module docstring); a version without the hash tag, with
+    another format, or whose bytes changed since registration raises ModelIntegrityError.
+    """
+    mv = _get_version(str(ref), settings)
+    what = f"{settings.model_name} v{mv.version}"
+    tags = dict(mv.tags or {})
+    if not mv.run_id or tags.get(FORMAT_TAG) != BOOSTER_FORMAT:
+        raise ModelIntegrityError(
+            f"{what} is not a volstream model ({FORMAT_TAG}={tags.get(FORMAT_TAG)!r}, "
+            f"expected {BOOSTER_FORMAT!r}); refused"
+        )
+    try:
+        raw = read_run_bytes(mv.run_id, f"{BUNDLE_DIR}/{BOOSTER_FILE}", settings)
+    except ModelError as exc:
+        raise ModelIntegrityError(f"{what} refused: {exc}") from exc
+    booster = load_booster(raw, tags.get(SHA256_TAG), what)
     booster.set_param({"nthread": 1})
+    meta = read_run_json(mv.run_id, BUNDLE_FILE, settings)
     return bundle_from_meta(meta, booster, settings.model_name, str(mv.version), mv.run_id)
 
 
@@ -178,6 +243,7 @@ def bundle_from_meta(
         intervals=dict(meta.get("intervals", {})),
         drift_limits=dict(meta.get("drift_limits", {})),
         har_seasonal=dict(meta.get("har_seasonal", {})),
+        trained_until=int(meta.get("trained_until", 0)),
     )
 
 
@@ -203,44 +269,60 @@ def bundle_meta(bundle: ModelBundle) -> dict[str, Any]:
         "intervals": bundle.intervals,
         "drift_limits": bundle.drift_limits,
         "har_seasonal": bundle.har_seasonal,
+        "trained_until": bundle.trained_until,
     }
 
 
 def log_bundle(
-    bundle: ModelBundle, input_example: Any, settings: Settings, files: dict[str, Any] | None = None
+    bundle: ModelBundle, settings: Settings, files: dict[str, Any] | None = None
 ) -> str:
     """Log the booster and its bundle into the *active* run, register it; returns the version.
 
-    ``input_example`` (a DataFrame of feature rows) gives the model its signature. ``files`` are
-    extra JSON documents written next to ``bundle.json`` (e.g. the baselines' parameters).
+    ``files`` are extra JSON documents written next to ``bundle.json`` (e.g. the baselines'
+    parameters). The version's tags carry the booster's format and SHA-256 (checked on every
+    load) and ``data.trained_until``.
     """
     import mlflow
-    import mlflow.xgboost
-    from mlflow.models import infer_signature
 
     _use_server(settings)
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError("log_bundle needs an active MLflow run")
     docs = {BUNDLE_FILE: bundle_meta(bundle), **(files or {})}
     for filename, doc in docs.items():
         mlflow.log_dict(doc, f"{BUNDLE_DIR}/{filename}")
-    prediction = bundle.booster.inplace_predict(np.asarray(input_example, dtype=np.float64))
-    info = mlflow.xgboost.log_model(
-        bundle.booster,
-        name=MODEL_ARTIFACT,
-        signature=infer_signature(input_example, prediction),
-        input_example=input_example,
-        registered_model_name=settings.model_name,
-        pip_requirements=_requirements(),
-    )
-    version = str(info.registered_model_version)
+    raw = bytes(bundle.booster.save_raw(raw_format="ubj"))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / BOOSTER_FILE
+        path.write_bytes(raw)
+        mlflow.log_artifact(str(path), BUNDLE_DIR)
+    tags = {
+        FORMAT_TAG: BOOSTER_FORMAT,
+        SHA256_TAG: sha256(raw),
+        TRAINED_UNTIL_TAG: str(bundle.trained_until),
+        "feature_version": bundle.feature_version,
+    }
+    version = register_version(run.info.run_id, tags, settings)
     log.info("model registered", extra={"model": settings.model_name, "version": version})
     return version
 
 
-def _requirements() -> list[str]:
-    """Pinned serving requirements (explicit, so MLflow skips its slow environment inference)."""
-    from importlib.metadata import version
+def register_version(run_id: str, tags: dict[str, str], settings: Settings) -> str:
+    """A new version of the registered model from a run's ``bundle/`` folder (created on first
+    use); returns its number."""
+    from mlflow.exceptions import MlflowException
 
-    return [f"{pkg}=={version(pkg)}" for pkg in ("xgboost-cpu", "numpy", "pandas")]
+    c, name = client(settings), settings.model_name
+    try:
+        c.get_registered_model(name)
+    except MlflowException:
+        try:
+            c.create_registered_model(name)
+        except MlflowException as exc:  # created meanwhile by another trainer
+            if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
+                raise
+    source = f"runs:/{run_id}/{BUNDLE_DIR}"
+    return str(c.create_model_version(name, source, run_id=run_id, tags=tags).version)
 
 
 def set_alias(alias: str, version: str, settings: Settings) -> None:

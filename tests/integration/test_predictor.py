@@ -18,7 +18,6 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from mlflow.store.artifact.utils.models import _parse_model_id_if_present
 from pydantic import SecretStr
 
 from devstack.broker import EmbeddedBroker, free_port
@@ -242,13 +241,12 @@ async def _ready(http: httpx.AsyncClient) -> bool:
 
 
 def extra_versions(model_settings: Settings, version: str) -> tuple[str, str]:
-    """Version 2: the same run registered again (loads fine). Version 3: a run with no bundle
-    (cannot load)."""
+    """Version 2: the same run registered again, with its hash tags (loads fine). Version 3: a
+    run with no bundle (cannot load)."""
     client = registry.client(model_settings)
     name = model_settings.model_name
     mv = client.get_model_version(name, version)
-    model_id = _parse_model_id_if_present(mv.source)  # MLflow 3: "models:/m-…" sources
-    good = client.create_model_version(name, mv.source, run_id=mv.run_id, model_id=model_id).version
+    good = client.create_model_version(name, mv.source, run_id=mv.run_id, tags=mv.tags).version
     run = client.create_run(client.get_run(mv.run_id).info.experiment_id)
     client.set_terminated(run.info.run_id)
     bad = client.create_model_version(
