@@ -273,9 +273,7 @@ def bundle_meta(bundle: ModelBundle) -> dict[str, Any]:
     }
 
 
-def log_bundle(
-    bundle: ModelBundle, settings: Settings, files: dict[str, Any] | None = None
-) -> str:
+def log_bundle(bundle: ModelBundle, settings: Settings, files: dict[str, Any] | None = None) -> str:
     """Log the booster and its bundle into the *active* run, register it; returns the version.
 
     ``files`` are extra JSON documents written next to ``bundle.json`` (e.g. the baselines'

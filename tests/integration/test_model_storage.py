@@ -119,7 +119,7 @@ def test_a_registered_booster_loads_as_data_and_an_altered_one_is_refused(
     assert holder.metrics.registry.get_sample_value("model_reload_failures_total") == 1
 
 
-LOADER_CODE = f"""
+LOADER_CODE = """
 import os
 from pathlib import Path
 
