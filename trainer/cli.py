@@ -1,8 +1,12 @@
-"""``volstream train | evaluate | promote`` (also ``python -m trainer``).
+"""``volstream train | gate | promote | evaluate`` (also ``python -m trainer``).
 
 Results go to stdout (a table, or one JSON object with ``--json``); logs go to stderr as JSON
 lines. Candles come from ``--data FILE`` (Parquet in the shared layout or CryptoCompare JSON)
-or from the lake (``--lake``, optionally ``--start``/``--end`` days).
+or from the lake (``--lake``, optionally ``--start``/``--end`` days); ``gate`` defaults to the
+candles the challenger was trained from.
+
+Exit codes of ``gate``, ``train`` (when it gates) and ``promote``: 0 promoted, 3 refused, any
+other non-zero value an error (nothing promoted either way).
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object")]
 def register(app: typer.Typer) -> None:
     """Add the trainer's commands to the ``volstream`` app."""
     app.command("train")(train)
-    app.command("evaluate")(evaluate)
+    app.command("gate")(gate)
     app.command("promote")(promote)
+    app.command("evaluate")(evaluate)
 
 
 @contextlib.contextmanager
@@ -40,6 +45,9 @@ def _quiet_stdout() -> Iterator[None]:
     from services.common.settings import get_settings
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow's client retries a dead server for minutes; the gate must answer within a minute
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     configure_logging(get_settings().log_level, service="trainer")
     with contextlib.redirect_stdout(sys.stderr):
         yield
@@ -74,7 +82,10 @@ def train(
     no_promote: Annotated[bool, typer.Option("--no-promote", help="register only")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Build the dataset, train, register as challenger, run the gate; print the test table."""
+    """Build the dataset, train, register as challenger, run the gate; print the test table.
+
+    Exits like ``volstream gate`` (0 promoted, 3 refused); 0 with ``--no-promote``.
+    """
     from services.common.settings import get_settings
     from trainer.report import table
     from trainer.train import train_and_register
@@ -88,14 +99,98 @@ def train(
         )
     decision = out["decision"]
     doc = {"version": out["version"], "run_id": out["run_id"], "report": out["report"]}
-    doc["decision"] = vars(decision) if decision else None
+    doc["decision"] = decision.doc() if decision else None
     if as_json:
         _emit(doc)
-        return
-    typer.echo(f"registered {settings.model_name} v{out['version']} (run {out['run_id']})")
-    typer.echo(table(out["report"]))
-    typer.echo(f"gate: {'promoted' if decision and decision.promoted else 'not promoted'}"
-               f" - {decision.reason if decision else 'not run (--no-promote)'}")  # fmt: skip
+    else:
+        typer.echo(f"registered {settings.model_name} v{out['version']} (run {out['run_id']})")
+        typer.echo(table(out["report"]))
+        if decision is None:
+            typer.echo("gate: not run (--no-promote)")
+        else:
+            _echo_decision(decision)
+    if decision is not None:
+        raise typer.Exit(decision.exit_code)
+
+
+def _gate_candles(data: Path | None, lake: bool, symbol: str | None, start, end):
+    """The gate's candle loader: the options, else what the challenger was trained from."""
+    from services.common import registry
+    from services.common.settings import get_settings
+    from trainer import sources
+    from trainer.gate import CANDLES_TAG
+
+    def load():
+        settings = get_settings()
+        sym = symbol or settings.symbols[0]
+        if data is not None or lake:
+            return _candles(data, lake, sym, start, end)
+        _, run_id = registry.version_run(registry.CHALLENGER, settings)
+        source = registry.client(settings).get_run(run_id).data.tags.get(CANDLES_TAG, "lake")
+        if source == "lake":
+            return sources.read_lake(settings.data_dir, sym, start, end)
+        return sources.read_candles(Path(source), sym)
+
+    return load
+
+
+def _echo_decision(decision) -> None:
+    from trainer.report import table
+
+    if decision.report:
+        typer.echo(table(decision.report))
+    verdict = "promoted" if decision.promoted else "refused"
+    forced = f" (FORCED: {decision.why})" if decision.forced else ""
+    typer.echo(f"gate: challenger v{decision.challenger} {verdict}{forced}: {decision.reason}")
+
+
+def _run_gate(candles, as_json: bool, force: bool = False, why: str = "") -> None:
+    from services.common.settings import get_settings
+    from trainer import gate as gate_mod
+    from trainer.settings import TrainerSettings
+
+    with _quiet_stdout():
+        decision = gate_mod.run(get_settings(), TrainerSettings(), candles, force, why)
+    if as_json:
+        _emit(decision.doc())
+    else:
+        _echo_decision(decision)
+    if not decision.promoted:
+        typer.echo(f"refused: {decision.reason}", err=True)
+    raise typer.Exit(decision.exit_code)
+
+
+def gate(
+    data: DataOpt = None,
+    lake: LakeOpt = False,
+    symbol: SymbolOpt = None,
+    start: StartOpt = None,
+    end: EndOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The promotion gate on the current challenger: exit 0 promoted, 3 refused.
+
+    Challenger and champion are scored on the candles after both models' training data
+    (default: the challenger's own training candles, holdout included).
+    """
+    _run_gate(_gate_candles(data, lake, symbol, start, end), as_json)
+
+
+def promote(
+    force: Annotated[
+        bool, typer.Option("--force", help="promote even if the gate refuses (needs --why)")
+    ] = False,
+    why: Annotated[str, typer.Option("--why", help="why the gate is overridden")] = "",
+    data: DataOpt = None,
+    lake: LakeOpt = False,
+    symbol: SymbolOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """``volstream gate`` on the current challenger; with ``--force --why TEXT`` it is promoted
+    even when refused, and the event records that it was forced and why."""
+    if force and not why.strip():
+        raise typer.BadParameter("--force needs --why TEXT (it is recorded with the promotion)")
+    _run_gate(_gate_candles(data, lake, symbol, None, None), as_json, force, why.strip())
 
 
 def evaluate(
@@ -154,23 +249,3 @@ def _walk_forward(
         _emit({"year": year, "quarters": reports})
     else:
         typer.echo(walkforward.table(reports))
-
-
-def promote(
-    force: Annotated[
-        bool, typer.Option("--force", help="promote even if the gate refuses")
-    ] = False,
-    as_json: JsonOpt = False,
-) -> None:
-    """Run the promotion gate alone on the current challenger."""
-    from services.common.settings import get_settings
-    from trainer.gate import promote_current
-    from trainer.settings import TrainerSettings
-
-    with _quiet_stdout():
-        decision = promote_current(get_settings(), TrainerSettings(), force=force)
-    if as_json:
-        _emit(vars(decision))
-    else:
-        verdict = "promoted" if decision.promoted else "refused"
-        typer.echo(f"challenger v{decision.challenger} {verdict}: {decision.reason}")

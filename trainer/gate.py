@@ -1,209 +1,308 @@
-"""The promotion gate: ``challenger`` becomes ``champion`` only if, on the same test window, its
-QLIKE beats both the current champion's and HAR's by the configured margins.
+"""The promotion gate, ``volstream gate``: ``challenger`` becomes ``champion`` only when, on a
+window of candles that neither model was fitted on, its QLIKE beats the champion's, HAR's and the
+seasonal HAR's, each by its margin.
 
-A champion built on another feature version cannot be scored on today's features (nor served by
-today's featurizer), so it does not block: the challenger then only has to beat HAR. Every
-decision is written as a ModelEvent to ``model.events`` (best effort) and as tags on the model
-version and its run (durable), so "which version served when" is auditable.
+The same code decides for ``volstream train``, the Airflow DAG and the CI workflow. It fails
+closed: MLflow unreachable, a version that cannot be loaded (or whose artifact does not match its
+hash), a champion that cannot be scored, a window with too few origins, a challenger built on
+other features than the code's: each is a :class:`Refusal` with a readable reason. A champion on
+another feature version is not comparable; the challenger must then beat the seasonal HAR by the
+larger ``GATE_MARGIN_NEW_FEATURES``. Every outcome, errors included, is one ModelEvent
+(``promoted`` or ``refused``, with the numbers) and tags on the challenger's version.
+``volstream promote --force --why TEXT`` promotes anyway; the event says forced, and why.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
 
 from services.common import registry
 from services.common.errors import ModelError
+from services.common.registry import ModelBundle
 from services.common.schemas import ModelEvent
 from services.common.settings import Settings
-from trainer.dataset import Dataset
-from trainer.metrics import qlike_losses
+from trainer import holdout
+from trainer.dataset import build_dataset
+from trainer.metrics import diebold_mariano, qlike_losses, score
 from trainer.report import MODEL
 from trainer.settings import TrainerSettings
+from trainer.tracking import BASELINES_FILE
 
 log = logging.getLogger(__name__)
-CHAMPION_TAG = "gate.champion_version"
-CHAMPION_METRIC = "gate_champion_qlike"
+EXIT_PROMOTED, EXIT_REFUSED, EXIT_ERROR = 0, 3, 1
+CHAMPION = "champion"
+#: Run tag: the candle file a version was trained from ("lake" for the lake); the gate's default.
+CANDLES_TAG = "data.candles"
+#: What the challenger must beat, in the order the report lists them.
+OPPONENTS = (CHAMPION, "har", "har_seasonal")
+
+#: Candles before the window that its features (a week) and HAR inputs (168 h) read.
+WARMUP_S = 8 * 86400
+
+Candles = Callable[[], pd.DataFrame]
 
 
-@dataclass(frozen=True)
+class Refusal(Exception):
+    """The gate cannot promote, for a reason a reader can act on (exit 3)."""
+
+
+@dataclass
 class Decision:
-    """What the gate decided, and the numbers it decided on."""
+    """What the gate decided and every number it decided on (JSON-ready via :meth:`doc`)."""
 
     promoted: bool
     reason: str
-    challenger: str
-    champion: str | None
-    challenger_qlike: float
-    har_qlike: float
-    champion_qlike: float | None
+    challenger: str | None = None
+    champion: str | None = None
+    champion_comparable: bool | None = None
+    forced: bool = False
+    why: str = ""
+    window: dict[str, Any] = field(default_factory=dict)
+    qlike: dict[str, float] = field(default_factory=dict)
+    bars: dict[str, float] = field(default_factory=dict)
+    dm_har_seasonal: dict[str, float] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_PROMOTED if self.promoted else EXIT_REFUSED
+
+    def doc(self) -> dict[str, Any]:
+        return asdict(self)
 
 
-def decide(
-    challenger_qlike: float,
-    har_qlike: float,
-    champion_qlike: float | None,
-    margin_champion: float = 0.0,
-    margin_har: float = 0.0,
-) -> tuple[bool, str]:
-    """Promote when the challenger beats HAR and the champion (if any) by their margins.
+def decide(qlike: dict[str, float], margins: dict[str, float]) -> tuple[bool, str, dict]:
+    """Promote when the challenger (``model``) is below every opponent's QLIKE x (1 - margin).
 
-    >>> decide(0.20, 0.25, 0.22)
-    (True, 'beats har (0.2 < 0.25) and champion (0.2 < 0.22)')
-    >>> decide(0.20, 0.25, 0.19)[0], decide(0.20, 0.21, None, margin_har=0.1)[0]
-    (False, False)
-    >>> decide(0.20, 0.25, None)[1]
-    'beats har (0.2 < 0.25); no comparable champion'
+    Opponents absent from ``qlike`` (no comparable champion) are skipped.
+
+    >>> q = {"model": 0.19, "champion": 0.20, "har": 0.23, "har_seasonal": 0.21}
+    >>> m = {"champion": 0.0, "har": 0.0, "har_seasonal": 0.0}
+    >>> decide(q, m)[:2]
+    (True, 'beats champion (0.19 < 0.2), har (0.19 < 0.23), har_seasonal (0.19 < 0.21)')
+    >>> decide(q, m | {"har_seasonal": 0.15})[:2]
+    (False, 'does not beat har_seasonal by 15% (0.19 >= 0.1785)')
     """
-    har_bar = har_qlike * (1.0 - margin_har)
-    if not challenger_qlike < har_bar:
-        return False, f"does not beat har ({challenger_qlike:.4g} >= {har_bar:.4g})"
-    why = f"beats har ({challenger_qlike:.4g} < {har_bar:.4g})"
-    if champion_qlike is None:
-        return True, why + "; no comparable champion"
-    champ_bar = champion_qlike * (1.0 - margin_champion)
-    if not challenger_qlike < champ_bar:
-        return False, f"does not beat champion ({challenger_qlike:.4g} >= {champ_bar:.4g})"
-    return True, why + f" and champion ({challenger_qlike:.4g} < {champ_bar:.4g})"
+    bars = {k: qlike[k] * (1.0 - margins[k]) for k in OPPONENTS if k in qlike}
+    ours = qlike[MODEL]
+    lost = [
+        f"{k}{f' by {margins[k]:.0%}' if margins[k] else ''} ({ours:.4g} >= {bar:.4g})"
+        for k, bar in bars.items()
+        if not ours < bar
+    ]
+    if lost:
+        return False, "does not beat " + "; ".join(lost), bars
+    return True, "beats " + ", ".join(f"{k} ({ours:.4g} < {b:.4g})" for k, b in bars.items()), bars
 
 
-def champion_score(ds: Dataset, settings: Settings) -> dict[str, Any] | None:
-    """The current champion's QLIKE on this dataset's test split, or None (no champion, or one
-    trained on another feature version)."""
+def _load(ref: str, settings: Settings, role: str) -> ModelBundle:
     try:
-        bundle = registry.load_bundle(registry.CHAMPION, settings)
-    except ModelError:
-        return None
-    if bundle.feature_version != ds.feature_version:
-        log.warning(
-            "champion built on other features; not comparable",
-            extra={"champion": bundle.version, "feature_version": bundle.feature_version},
+        return registry.load_bundle(ref, settings)
+    except ModelError as exc:
+        raise Refusal(f"{role} cannot be loaded: {exc}") from exc
+
+
+def _window(
+    candles: pd.DataFrame, start: int, ts: TrainerSettings, lam: float
+) -> tuple[pd.DataFrame, str]:
+    """Hourly origins of ``candles`` at or after ``start`` (features warm, targets complete).
+
+    Only the candles the window's features and HAR inputs can read are featurized."""
+    candles = candles[candles["time"] >= start - WARMUP_S].reset_index(drop=True)
+    if candles.empty:
+        return pd.DataFrame({"time": []}), ""
+    ds = build_dataset(candles, ts, lambdas=[lam], split=False)
+    frame = ds.frame[ds.frame["time"] >= start].reset_index(drop=True)
+    return frame, ds.feature_version
+
+
+def _predict(bundle: ModelBundle, frame: pd.DataFrame) -> np.ndarray:
+    missing = [n for n in bundle.feature_names if n not in frame.columns]
+    if missing:
+        raise Refusal(f"v{bundle.version} needs features the code lacks: {missing[:5]}")
+    return bundle.predict_log_rv(frame[bundle.feature_names].to_numpy(dtype=np.float64))
+
+
+def evaluate(
+    settings: Settings, ts: TrainerSettings, candles: Candles, champion_settings: Settings
+) -> Decision:
+    """Score challenger, champion and the baselines on the shared window; decide (no side
+    effects). Raises :class:`Refusal` when the gate cannot judge."""
+    from trainer.train import score_frame
+
+    try:
+        registry.ping(settings)
+    except ModelError as exc:
+        raise Refusal(str(exc)) from exc
+    challenger_v = registry.alias_version(registry.CHALLENGER, settings)
+    if challenger_v is None:
+        raise Refusal(f"{settings.model_name} has no challenger")
+    d = Decision(False, "", challenger=challenger_v)
+    d.champion = registry.alias_version(registry.CHAMPION, champion_settings)
+    if d.champion == challenger_v and champion_settings.model_name == settings.model_name:
+        raise Refusal(f"challenger v{challenger_v} is already the champion")
+    challenger = _load(challenger_v, settings, f"challenger v{challenger_v}")
+    champion = None
+    if d.champion is not None:
+        champion = _load(d.champion, champion_settings, f"champion v{d.champion}")
+        d.champion_comparable = champion.feature_version == challenger.feature_version
+    try:
+        baselines = registry.read_run_json(challenger.run_id, BASELINES_FILE, settings)
+    except ModelError as exc:
+        raise Refusal(f"challenger v{challenger_v} has no baselines: {exc}") from exc
+    until = [challenger.trained_until]
+    if d.champion_comparable:
+        until.append(champion.trained_until)  # type: ignore[union-attr]
+    if min(until) <= 0:
+        raise Refusal("a version does not record the end of its training data (data.trained_until)")
+    start = holdout.window_start(*until)
+    frame, feature_version = _window(candles(), start, ts, baselines["ewma"]["lambda"])
+    if feature_version and challenger.feature_version != feature_version:
+        raise Refusal(
+            f"challenger v{challenger_v} uses features {challenger.feature_version}, "
+            f"the feature code is {feature_version}"
         )
-        return None
-    test = ds.part("test")
-    yhat = bundle.predict_log_rv(test[bundle.feature_names].to_numpy(dtype=np.float64))
-    qlike = float(np.mean(qlike_losses(test["y"].to_numpy(), yhat, bundle.bias_factor)))
-    return {"version": bundle.version, "qlike": qlike}
-
-
-def _record(decision: Decision, run_id: str, settings: Settings) -> None:
-    """Tags on the version and its run, then the ModelEvent (best effort)."""
-    tags = {
-        "gate.decision": "promoted" if decision.promoted else "refused",
-        "gate.reason": decision.reason,
-        "gate.time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "gate.champion_before": decision.champion or "",
+    n = len(frame)
+    d.window = {"start": start, "end": int(frame["time"].max()) + 3600 if n else start, "n": n}
+    if n < ts.gate_min_origins:
+        raise Refusal(
+            f"window too short: {n} hourly origins after both models' training data "
+            f"(from {_iso(start)}; need {ts.gate_min_origins})"
+        )
+    report, _ = score_frame(frame, _predict(challenger, frame), challenger.bias_factor, baselines)
+    d.qlike = {MODEL: report[MODEL]["qlike"], "har": report["har"]["qlike"]}
+    d.qlike["har_seasonal"] = report["har_seasonal"]["qlike"]
+    if d.champion_comparable:
+        y, champ_pred = frame["y"].to_numpy(), _predict(champion, frame)  # type: ignore[arg-type]
+        report[CHAMPION] = score(y, champ_pred, champion.bias_factor)  # type: ignore[union-attr]
+        report["dm"][CHAMPION] = diebold_mariano(
+            qlike_losses(y, _predict(challenger, frame), challenger.bias_factor),
+            qlike_losses(y, champ_pred, champion.bias_factor),  # type: ignore[union-attr]
+        )
+        d.qlike[CHAMPION] = report[CHAMPION]["qlike"]
+    d.report, d.dm_har_seasonal = report, report["dm"]["har_seasonal"]
+    margins = {
+        CHAMPION: ts.gate_margin_champion,
+        "har": ts.gate_margin_har,
+        "har_seasonal": ts.gate_margin_har_seasonal,
     }
-    registry.tag_version(decision.challenger, tags, settings)
-    client = registry.client(settings)
-    for key, value in tags.items():
-        client.set_tag(run_id, key, value)
-    metrics = {"challenger_qlike": decision.challenger_qlike, "har_qlike": decision.har_qlike}
-    if decision.champion_qlike is not None:
-        metrics["champion_qlike"] = decision.champion_qlike
+    if d.champion_comparable is False:
+        margins["har_seasonal"] = max(ts.gate_margin_new_features, ts.gate_margin_har_seasonal)
+    d.promoted, d.reason, d.bars = decide(d.qlike, margins)
+    if d.champion_comparable is False:
+        d.reason += (
+            f"; champion v{d.champion} not comparable (features {champion.feature_version}"  # type: ignore[union-attr]
+            f", challenger {challenger.feature_version}): new features must beat har_seasonal "
+            f"by {margins['har_seasonal']:.0%}"
+        )
+    return d
+
+
+def _iso(t: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(t))
+
+
+def _metrics(d: Decision) -> dict[str, float]:
+    out = {f"{'challenger' if k == MODEL else k}_qlike": v for k, v in d.qlike.items()}
+    if d.dm_har_seasonal:
+        out["dm_har_seasonal_stat"] = float(d.dm_har_seasonal["stat"])
+    out |= {f"window_{k}": float(v) for k, v in d.window.items()}
+    return {k: v for k, v in out.items() if np.isfinite(v)}
+
+
+def record(d: Decision, settings: Settings) -> None:
+    """Tags on the challenger's version (durable), then the one ModelEvent (best effort)."""
+    tags = {
+        "gate.decision": "promoted" if d.promoted else "refused",
+        "gate.reason": d.reason[:4000],
+        "gate.time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "gate.champion_before": d.champion or "",
+        "gate.forced": str(d.forced).lower(),
+    } | {f"gate.{k}": str(v) for k, v in _metrics(d).items()}
+    if d.why:
+        tags["gate.why"] = d.why
+    run_id = None
+    if d.challenger is not None:
+        try:
+            registry.tag_version(d.challenger, tags, settings)
+            run_id = registry.version_run(d.challenger, settings)[1]
+        except Exception as exc:  # MLflow down: the event below still says what happened
+            log.warning("gate tags not written", extra={"error": repr(exc)})
     event = ModelEvent(
-        event="promoted" if decision.promoted else "refused",
+        event="promoted" if d.promoted else "refused",
         model_name=settings.model_name,
-        version=decision.challenger,
-        alias=registry.CHAMPION if decision.promoted else registry.CHALLENGER,
+        version=d.challenger,
+        alias=registry.CHAMPION if d.promoted else registry.CHALLENGER,
         run_id=run_id,
-        reason=decision.reason,
-        metrics=metrics,
+        reason=(f"forced: {d.why}; gate: " if d.forced else "") + d.reason,
+        metrics=_metrics(d),
+        forced=d.forced,
     )
     registry.publish_event(event, settings)
 
 
-def apply(
+def run(
     settings: Settings,
     ts: TrainerSettings,
-    challenger: str,
-    run_id: str,
-    scores: dict[str, Any],
+    candles: Candles,
     force: bool = False,
+    why: str = "",
 ) -> Decision:
-    """Decide on ``scores`` (challenger, har, champion QLIKE), move the alias, record it."""
-    promoted, reason = decide(
-        scores["challenger_qlike"],
-        scores["har_qlike"],
-        scores.get("champion_qlike"),
-        ts.gate_margin_champion,
-        ts.gate_margin_har,
-    )
-    if force and not promoted:
-        promoted, reason = True, f"forced ({reason})"
-    decision = Decision(
-        promoted, reason, challenger, scores.get("champion"), scores["challenger_qlike"],
-        scores["har_qlike"], scores.get("champion_qlike"),
-    )  # fmt: skip
-    if promoted:
-        registry.set_alias(registry.CHAMPION, challenger, settings)
-    log.info("gate decision", extra=asdict(decision))
-    _record(decision, run_id, settings)
-    return decision
-
-
-def run_gate(
-    settings: Settings,
-    ts: TrainerSettings,
-    version: str,
-    run_id: str,
-    report: dict[str, Any],
-    champion: dict[str, Any] | None,
-    promote: bool = True,
-) -> Decision | None:
-    """After training: ``version`` becomes challenger, then the gate runs (unless told not to)."""
-    registry.set_alias(registry.CHALLENGER, version, settings)
-    registry.publish_event(
-        ModelEvent(
-            event="registered", model_name=settings.model_name, version=version,
-            alias=registry.CHALLENGER, run_id=run_id, metrics={"qlike": report[MODEL]["qlike"]},
-        ),
-        settings,
-    )  # fmt: skip
-    scores = {"challenger_qlike": report[MODEL]["qlike"], "har_qlike": report["har"]["qlike"]}
-    if champion is not None:
-        # recorded even without promoting, so a later `volstream promote` (Airflow's
-        # evaluate_and_promote) compares on this same test window
-        scores |= {"champion": champion["version"], "champion_qlike": champion["qlike"]}
-        client = registry.client(settings)
-        client.set_tag(run_id, CHAMPION_TAG, champion["version"])
-        client.log_metric(run_id, CHAMPION_METRIC, champion["qlike"])
-    if not promote:
-        return None
-    return apply(settings, ts, version, run_id, scores)
-
-
-def stored_scores(run_id: str, champion: str | None, settings: Settings) -> dict[str, Any]:
-    """The gate's numbers as recorded by the challenger's training run (same test window).
-
-    Its champion score is only valid for the champion it was measured against.
-    """
-    run = registry.client(settings).get_run(run_id)
-    metrics, tags = run.data.metrics, run.data.tags
-    scores = {"challenger_qlike": metrics["test_qlike"], "har_qlike": metrics["test_har_qlike"]}
-    if champion is None:
-        return scores
-    if tags.get(CHAMPION_TAG) != champion or CHAMPION_METRIC not in metrics:
-        raise ModelError(
-            f"champion v{champion} was not scored on the challenger's test window; retrain"
-        )
-    return scores | {"champion": champion, "champion_qlike": metrics[CHAMPION_METRIC]}
-
-
-def promote_current(settings: Settings, ts: TrainerSettings, force: bool = False) -> Decision:
-    """``volstream promote``: run the gate alone on the current challenger."""
-    version, run_id = registry.version_run(registry.CHALLENGER, settings)
-    champion = registry.alias_version(registry.CHAMPION, settings)
-    if champion == version:
-        raise ModelError(f"challenger v{version} is already the champion")
+    """``volstream gate`` (and ``promote --force``): evaluate, move the alias if allowed,
+    record the outcome once. Unexpected errors are recorded as a refusal, then re-raised."""
+    champion_settings = settings
+    if ts.gate_champion_model:
+        champion_settings = settings.model_copy(update={"model_name": ts.gate_champion_model})
     try:
-        scores = stored_scores(run_id, champion, settings)
-    except ModelError:
-        if not force:
-            raise
-        scores = stored_scores(run_id, None, settings) | {"champion": champion}
-    return apply(settings, ts, version, run_id, scores, force=force)
+        d = evaluate(settings, ts, candles, champion_settings)
+    except (Refusal, ModelError, MlflowException, OSError, ValueError) as exc:
+        reason = str(exc) if isinstance(exc, Refusal) else f"{type(exc).__name__}: {exc}"
+        d = Decision(False, reason)
+        d.challenger = _quiet(lambda: registry.alias_version(registry.CHALLENGER, settings))
+    except Exception as exc:
+        d = Decision(False, f"gate error: {type(exc).__name__}: {exc}")
+        d.challenger = _quiet(lambda: registry.alias_version(registry.CHALLENGER, settings))
+        log.exception("gate error; nothing promoted")
+        record(d, settings)
+        raise
+    if force and not d.promoted:
+        if d.challenger is None:
+            raise Refusal(f"nothing to force: {d.reason}")
+        d.forced, d.why, d.promoted = True, why, True
+    if d.promoted:
+        registry.set_alias(registry.CHAMPION, str(d.challenger), settings)
+    log.info("gate decision", extra={k: v for k, v in d.doc().items() if k != "report"})
+    record(d, settings)
+    return d
+
+
+def announce_challenger(
+    settings: Settings, version: str, run_id: str, report: dict[str, Any]
+) -> None:
+    """After training: the new version becomes ``challenger`` (``registered`` event)."""
+    registry.set_alias(registry.CHALLENGER, version, settings)
+    event = ModelEvent(
+        event="registered",
+        model_name=settings.model_name,
+        version=version,
+        alias=registry.CHALLENGER,
+        run_id=run_id,
+        metrics={"qlike": report[MODEL]["qlike"]},
+    )
+    registry.publish_event(event, settings)
+
+
+def _quiet(fn: Callable[[], str | None]) -> str | None:
+    """A lookup that may fail when MLflow is down (None then)."""
+    try:
+        return fn()
+    except Exception:
+        return None

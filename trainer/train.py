@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from services.common import intervals
+from services.common import intervals, registry
+from services.common.features import HORIZON_MINUTES
 from services.common.registry import ModelBundle
 from services.common.settings import Settings
 from trainer import holdout
@@ -196,23 +197,26 @@ def train_and_register(
 ) -> dict[str, Any]:
     """``volstream train``: dataset, fit, MLflow run, register as challenger, gate.
 
-    Returns ``{"version", "run_id", "report", "decision"}``. Works without a broker (the
+    The last ``HOLDOUT_DAYS`` of ``candles`` are not fitted on; the gate (the same code as
+    ``volstream gate``) then scores on every candle. Returns ``{"version", "run_id", "report",
+    "decision"}`` (the decision is None with ``promote=False``). Works without a broker (the
     ModelEvents are then only logged).
     """
     from trainer import gate, tracking, versioning
 
     ts = ts or TrainerSettings()
     t0 = time.perf_counter()
-    ds = build_dataset(candles, ts, lambdas=LAMBDA_GRID)
+    ds = build_dataset(holdout.training_part(candles, ts.holdout_days), ts, lambdas=LAMBDA_GRID)
     with ThreadPoolExecutor(1) as pool:  # DVC (subprocesses, I/O) overlaps the fit
         versioned = pool.submit(versioning.version_dataset, ds, symbol, ts, source)
         fitted = fit(ds, ts, ts.xgb_threads)
-        champion = gate.champion_score(ds, settings)
         fingerprint = versioned.result()
     end = int(ds.bounds[0]) if ds.bounds else None  # the reference is the train split
     limits = drift_limits(candles, ds.feature_names, fitted.reference, end)
-    bundle = make_bundle(fitted, ds, symbol, settings, limits)
+    bundle = make_bundle(fitted, ds, symbol, settings, limits, HORIZON_MINUTES)
     version, run_id = tracking.log_training_run(bundle, fitted, ds, ts, settings, fingerprint)
-    decision = gate.run_gate(settings, ts, version, run_id, fitted.report, champion, promote)
+    registry.client(settings).set_tag(run_id, gate.CANDLES_TAG, str(source or "lake"))
+    gate.announce_challenger(settings, version, run_id, fitted.report)
+    decision = gate.run(settings, ts, lambda: candles) if promote else None
     log.info("training done", extra={"version": version, "seconds": time.perf_counter() - t0})
     return {"version": version, "run_id": run_id, "report": fitted.report, "decision": decision}

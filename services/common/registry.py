@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 ALIASES = (CHAMPION, CHALLENGER)
+#: MLflow error codes that mean "no such model or alias" (anything else is a failure).
+ABSENT = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
 BUNDLE_DIR = "bundle"
 BUNDLE_FILE = "bundle.json"
 BOOSTER_FILE = "booster.ubj"
@@ -137,11 +139,45 @@ def version_run(ref: str, settings: Settings) -> tuple[str, str]:
 
 
 def alias_version(alias: str, settings: Settings) -> str | None:
-    """The version an alias points to, or None when unset (or no model is registered yet)."""
+    """The version an alias points to, or None when unset (or no model is registered yet).
+
+    Any other failure (MLflow unreachable, a server error) raises ModelError: "cannot tell" must
+    never read as "no champion".
+    """
+    from mlflow.exceptions import MlflowException
+
+    name, c = settings.model_name, client(settings)
     try:
-        return str(_get_version(alias, settings).version)
-    except ModelError:
-        return None
+        return str(c.get_model_version_by_alias(name, alias).version)
+    except MlflowException as exc:
+        if exc.error_code in ABSENT:
+            return None
+        raise ModelError(f"cannot read {name}@{alias}: {exc.message}") from exc
+
+
+def ping(settings: Settings, timeout_s: float = 5.0, attempts: int = 3) -> None:
+    """Fail fast (ModelError, within ~20 s) when the MLflow server does not answer ``/health``;
+    MLflow's own client would retry for minutes. Non-HTTP tracking URIs are not checked."""
+    import httpx
+    from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_fixed
+
+    uri = settings.mlflow_tracking_uri.rstrip("/")
+    if not uri.startswith(("http://", "https://")):
+        return
+
+    @retry(
+        stop=stop_after_attempt(attempts),
+        wait=wait_fixed(1.0),
+        retry=retry_if_exception_type(httpx.HTTPError),
+        reraise=True,
+    )
+    def health() -> None:
+        httpx.get(f"{uri}/health", timeout=timeout_s).raise_for_status()
+
+    try:
+        health()
+    except httpx.HTTPError as exc:
+        raise ModelError(f"MLflow unreachable at {uri}: {type(exc).__name__}: {exc}") from exc
 
 
 def read_run_json(run_id: str, filename: str, settings: Settings) -> dict[str, Any]:

@@ -238,6 +238,9 @@ class ModelEvent(Message):
     reason: str = ""
     metrics: dict[str, float] = Field(default_factory=dict)
     time: float = Field(default_factory=now, description="when the decision was made")
+    forced: bool = Field(
+        default=False, description="promoted by `volstream promote --force` (reason says why)"
+    )
 
 
 MESSAGE_TYPES: tuple[type[Message], ...] = (

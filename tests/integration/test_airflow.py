@@ -38,18 +38,23 @@ AIRFLOW = REPO_ROOT / ".venv-airflow" / "bin" / "airflow"
 TWO_YEAR_FILE = REPO_ROOT.parent / "shared" / "data" / "btcusdt_1m_2023-2024.parquet"
 DAG_ID = "volstream_retrain"
 TASKS = [
+    "check_conf",
     "snapshot",
     "quality_gate",
     "build_dataset",
     "version_dataset",
     "train",
-    "evaluate_and_promote",
-    "notify",
+    "gate",
+    "summarize",
 ]
-#: 2024-02-10 .. 2024-03-08: four weeks of real candles (the March 2024 rally), as BTC.
-START, END = "2024-02-10T00:00:00+00:00", "2024-03-08T00:00:00+00:00"
+#: 2024-01-27 .. 2024-03-08: six weeks of real candles (the March 2024 rally), as BTC: a week
+#: of feature warm-up, three of training splits, the 14 held-out days for the gate.
+START, END = "2024-01-27T00:00:00+00:00", "2024-03-08T00:00:00+00:00"
+DAYS = 41
 #: Logical dates of the runs (after the DAG's start_date, one per run, so states are per run).
-GOOD_DATE, WORSE_DATE, BAD_DATE = (f"2025-01-0{d}T00:00:00+00:00" for d in (1, 2, 3))
+GOOD_DATE, WORSE_DATE, BAD_DATE, CONF_DATE, ENV_DATE = (
+    f"2025-01-0{d}T00:00:00+00:00" for d in (1, 2, 3, 4, 5)
+)
 
 
 def real_candles(start: str, end: str) -> pd.DataFrame:
@@ -216,11 +221,13 @@ def test_good_window_runs_end_to_end_and_registers_a_model(
     airflow_env: AirflowEnv, good_run: RunResult, mlflow_client: MlflowClient
 ) -> None:
     assert good_run.proc.returncode == 0, good_run.tail()
-    assert good_run.states == dict.fromkeys(TASKS, "success")
+    decided = good_run.states.pop("gate")
+    assert good_run.states == dict.fromkeys(set(TASKS) - {"gate"}, "success")
+    assert decided in {"success", "skipped"}  # promoted, or refused (exit 3)
     name = airflow_env.env["MODEL_NAME"]
     assert len(good_run.versions) == 1
     mv = mlflow_client.get_model_version(name, good_run.versions[0])
-    assert mv.tags["gate.decision"] in {"promoted", "refused"}
+    assert mv.tags["gate.decision"] == ("promoted" if decided == "success" else "refused")
     # the run summary landed on the training run, the data profile on a data-quality run
     summary = json.loads(
         Path(
@@ -229,8 +236,9 @@ def test_good_window_runs_end_to_end_and_registers_a_model(
             )
         ).read_text()
     )
-    assert summary["model"]["version"] == summary["decision"]["challenger"] == mv.version
-    assert summary["window"]["rows"] == 27 * 1440 and summary["quality"]["passed"]
+    assert summary["model"]["version"] == mv.version
+    assert summary["decision"]["decision"] == mv.tags["gate.decision"]
+    assert summary["window"]["rows"] == DAYS * 1440 and summary["quality"]["passed"]
     # the dataset is DVC-tracked and pushed: its md5 is an object in the remote
     md5 = summary["dataset"]["md5"]
     assert summary["dataset"]["dvc"] is True
@@ -245,14 +253,13 @@ def test_good_window_runs_end_to_end_and_registers_a_model(
     assert len(profiles) == 1 and "quality/data_profile.html" in {
         a.path for a in mlflow_client.list_artifacts(profiles[0].info.run_id, "quality")
     }
-    # notify published the decision for this version
+    # the gate published its decision once; the DAG itself publishes nothing
     events = [
-        e
+        e.event
         for e in model_events(airflow_env.env["KAFKA_BOOTSTRAP_SERVERS"])
         if e.version == mv.version
     ]
-    assert any(e.reason.startswith("volstream_retrain ") for e in events)
-    assert summary["published"] is True
+    assert events == ["registered", mv.tags["gate.decision"]]
 
 
 @pytest.mark.slow
@@ -271,10 +278,13 @@ def test_a_worse_challenger_leaves_the_champion_alone(
     }  # one stump: far worse than the champion
     proc = airflow_env.dags_test(WORSE_DATE, start=START, end=END, train_env=crippled)
     assert proc.returncode == 0, proc.stdout[-3000:]
-    assert airflow_env.states(WORSE_DATE) == dict.fromkeys(TASKS, "success")
+    states = airflow_env.states(WORSE_DATE)
+    assert states.pop("gate") == "skipped"  # refused: exit 3
+    assert states == dict.fromkeys(set(TASKS) - {"gate"}, "success")
     second = mlflow_client.get_model_version_by_alias(name, "challenger")
     assert second.version != first
     assert second.tags["gate.decision"] == "refused"
+    assert "does not beat champion" in second.tags["gate.reason"]
     assert mlflow_client.get_model_version_by_alias(name, "champion").version == first
 
 
@@ -312,3 +322,19 @@ def test_corrupted_window_stops_at_the_quality_gate(airflow_env: AirflowEnv) -> 
     out = proc.stdout + proc.stderr
     assert "quality gate failed: nulls: worst column close: 5.00% null" in out
     assert "ohlc_consistency: 200 rows" in out
+
+
+def test_a_config_outside_the_allow_list_fails_before_any_work(airflow_env: AirflowEnv) -> None:
+    # a train_env name outside the allow-list: the run is refused when it is triggered
+    proc = airflow_env.dags_test(
+        ENV_DATE, train_env={"PYTHONPATH": "/tmp/x", "TRAINER_XGB_ETA": 0.1}
+    )
+    assert proc.returncode != 0
+    assert "PYTHONPATH" in proc.stdout + proc.stderr
+    # a key that is not a param: check_conf fails the run, nothing else starts
+    proc = airflow_env.dags_test(CONF_DATE, start=START, end=END, LD_PRELOAD="/tmp/x.so", bogus=1)
+    assert proc.returncode != 0
+    states = airflow_env.states(CONF_DATE)
+    assert states["check_conf"] == "failed"
+    assert {states[t] for t in TASKS[1:]} <= {"upstream_failed", None}
+    assert "unknown params ['LD_PRELOAD', 'bogus']" in proc.stdout + proc.stderr

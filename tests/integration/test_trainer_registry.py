@@ -61,15 +61,16 @@ def test_train_registers_loads_and_gates(mlflow_server, candles, tmp_path):
     first = train_and_register(candles, settings, weak, promote=False)
     assert registry.alias_version("challenger", settings) == first["version"]
     assert registry.alias_version("champion", settings) is None
-    forced = gate.promote_current(settings, weak, force=True)
-    assert forced.promoted and registry.alias_version("champion", settings) == first["version"]
+    forced = gate.run(settings, weak, lambda: candles, force=True, why="bootstrap")
+    assert forced.promoted and forced.forced and forced.why == "bootstrap"
+    assert registry.alias_version("champion", settings) == first["version"]
 
-    # A real model beats that champion and HAR on the same test window: promoted.
+    # A real model beats that champion and both HARs on the window after both trainings.
     good = train_and_register(candles, settings, trainer_settings(tmp_path))
     decision = good["decision"]
-    assert decision.champion == first["version"]
-    assert decision.challenger_qlike < decision.champion_qlike
-    assert decision.promoted, decision.reason
+    assert decision.champion == first["version"] and decision.champion_comparable
+    assert decision.qlike["model"] < decision.qlike["champion"]
+    assert decision.promoted and not decision.forced, decision.reason
     assert registry.alias_version("champion", settings) == good["version"]
 
     # The weak one again: refused, the champion stays.
@@ -92,7 +93,11 @@ def test_train_registers_loads_and_gates(mlflow_server, candles, tmp_path):
 
 
 def test_gate_refuses_a_worse_challenger_and_promotes_a_better_one():
-    assert gate.decide(0.30, 0.25, None) == (False, "does not beat har (0.3 >= 0.25)")
-    assert not gate.decide(0.20, 0.25, 0.18)[0]
-    assert gate.decide(0.17, 0.25, 0.18)[0]
-    assert not gate.decide(0.17, 0.25, 0.18, margin_champion=0.1)[0]
+    margins = {"champion": 0.0, "har": 0.0, "har_seasonal": 0.0}
+    q = {"model": 0.17, "champion": 0.18, "har": 0.25, "har_seasonal": 0.2}
+    assert gate.decide(q, margins)[0]
+    assert not gate.decide(q | {"model": 0.19}, margins)[0]
+    assert not gate.decide(q | {"model": 0.21}, margins | {"champion": 0.1})[0]
+    assert not gate.decide(q, margins | {"har_seasonal": 0.2})[0]
+    no_champion = {k: v for k, v in q.items() if k != "champion"}
+    assert gate.decide(no_champion | {"model": 0.185}, margins)[0]
