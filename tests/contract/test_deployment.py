@@ -284,37 +284,49 @@ def test_release_tags_images_with_version_and_sha() -> None:
 # --- the model gate script and the healthcheck --------------------------------------------------
 
 
-def _report(qlike: float, r2: float = 0.7) -> dict[str, Any]:
-    scores = {"qlike": qlike, "rmse": 0.4, "mae": 0.3, "r2": r2}
-    return {"n": 100, "model": scores, "har": {**scores, "qlike": 0.3}}
+def _gate_doc(promoted: bool) -> dict[str, Any]:
+    """What ``volstream gate --json`` prints (the fields the report reads)."""
+    scores = {"qlike": 0.2, "rmse": 0.4, "mae": 0.3, "r2": 0.7}
+    return {
+        "promoted": promoted,
+        "reason": "beats champion" if promoted else "does not beat champion (0.2 >= 0.19)",
+        "challenger": "2",
+        "champion": "1",
+        "forced": False,
+        "window": {"start": 1_727_740_800, "end": 1_728_950_400, "n": 336},
+        "report": {
+            "model": scores,
+            "champion": {**scores, "qlike": 0.19},
+            "har_seasonal": {**scores, "qlike": 0.21},
+            "dm": {"har_seasonal": {"stat": -2.5, "p_value": 0.012}},
+        },
+        "bars": {"champion": 0.19, "har_seasonal": 0.21},
+    }
 
 
-def test_model_gate_fails_a_worse_challenger(tmp_path: Path) -> None:
+def test_model_gate_report_renders_the_gate_decision(tmp_path: Path) -> None:
     gate = _load_module("infra/ci/model_gate.py")
-    (tmp_path / "new.json").write_text("log line\n" + json.dumps(_report(0.25)))
-    (tmp_path / "old.json").write_text(json.dumps(_report(0.20)))
+    (tmp_path / "gate.json").write_text("log line\n" + json.dumps(_gate_doc(False)))
     out = tmp_path / "report.md"
-    assert (
-        gate.main([str(tmp_path / "new.json"), str(tmp_path / "old.json"), "--out", str(out)]) == 1
-    )
-    assert out.read_text().startswith("## Model gate: FAIL")
-    assert "| qlike | 0.2500 | 0.2000 | 0.3000 | champion |" in out.read_text()
+    assert gate.main(["report", str(tmp_path / "gate.json"), "--rc", "3", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert text.startswith("## Model gate: REFUSED (exit 3)")
+    assert "| champion | 0.1900 | 0.4000 | 0.3000 | 0.7000 | 0.1900 |" in text
+    assert "challenger vs har_seasonal: -2.50" in text and "336 hourly origins" in text
+    (tmp_path / "empty.json").write_text("")
+    assert gate.main(["report", str(tmp_path / "empty.json"), "--rc", "1", "--out", str(out)]) == 0
+    assert out.read_text().startswith("## Model gate: ERROR (exit 1)")
 
 
-def test_model_gate_passes_a_better_challenger_and_a_first_model(tmp_path: Path) -> None:
+def test_model_gate_fetch_refuses_a_file_that_does_not_match_the_pin(tmp_path: Path) -> None:
     gate = _load_module("infra/ci/model_gate.py")
-    (tmp_path / "new.json").write_text(json.dumps(_report(0.18, r2=0.75)))
-    (tmp_path / "old.json").write_text(json.dumps(_report(0.20)))
-    (tmp_path / "none.json").write_text("")
-    out = tmp_path / "report.md"
-    assert (
-        gate.main([str(tmp_path / "new.json"), str(tmp_path / "old.json"), "--out", str(out)]) == 0
-    )
-    assert "| r2 | 0.7500 | 0.7000 | 0.7500 | challenger |" in out.read_text()
-    assert (
-        gate.main([str(tmp_path / "new.json"), str(tmp_path / "none.json"), "--out", str(out)]) == 0
-    )
-    assert "no champion yet" in out.read_text()
+    candles = tmp_path / "candles.parquet"
+    candles.write_bytes(b"pinned bytes")
+    pin = gate.file_sha256(candles)
+    assert "already present" in gate.fetch("http://127.0.0.1:9/never-called", pin, candles)
+    candles.write_bytes(b"other bytes")  # a stale or tampered file: downloaded again, and refused
+    with pytest.raises(Exception, match="Connect"):
+        gate.fetch("http://127.0.0.1:9/candles.parquet", pin, candles)
 
 
 def test_healthcheck_target(monkeypatch: pytest.MonkeyPatch) -> None:
