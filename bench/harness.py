@@ -127,7 +127,13 @@ class Pipeline:
             raise RuntimeError(f"`volstream train` failed; see {self.workdir}/log/train.log")
         settings = self.settings.model_copy(update={"mlflow_tracking_uri": self.mlflow_uri})
         no_champion = alias_version("champion", settings) is None
-        if no_champion and self.volstream("promote", "promote", "--force").wait(timeout_s) != 0:
+        if (
+            no_champion
+            and self.volstream(
+                "promote", "promote", "--force", "--why", "benchmarks need a model"
+            ).wait(timeout_s)
+            != 0
+        ):
             raise RuntimeError(f"`volstream promote` failed; see {self.workdir}/log/promote.log")
 
     def kill9(self, name: str) -> None:

@@ -106,7 +106,7 @@ def train_calm_champion(pipe: Pipeline, workdir: Path) -> None:
     assert pipe.wait("train", 900) == 0, (workdir / "pipe" / "log" / "train.log").read_text()[
         -3000:
     ]
-    pipe.volstream("promote", "promote", "--force", **quiet)
+    pipe.volstream("promote", "promote", "--force", "--why", "the test needs a champion", **quiet)
     assert pipe.wait("promote", 300) == 0, (workdir / "pipe" / "log" / "promote.log").read_text()
 
 
