@@ -54,6 +54,10 @@ class Refusal(Exception):
     """The gate cannot promote, for a reason a reader can act on (exit 3)."""
 
 
+class Unreachable(Refusal):
+    """MLflow does not answer: refuse at once, without further MLflow calls (each would retry)."""
+
+
 @dataclass
 class Decision:
     """What the gate decided and every number it decided on (JSON-ready via :meth:`doc`)."""
@@ -141,7 +145,7 @@ def evaluate(
     try:
         registry.ping(settings)
     except ModelError as exc:
-        raise Refusal(str(exc)) from exc
+        raise Unreachable(str(exc)) from exc
     challenger_v = registry.alias_version(registry.CHALLENGER, settings)
     if challenger_v is None:
         raise Refusal(f"{settings.model_name} has no challenger")
@@ -266,7 +270,8 @@ def run(
     except (Refusal, ModelError, MlflowException, OSError, ValueError) as exc:
         reason = str(exc) if isinstance(exc, Refusal) else f"{type(exc).__name__}: {exc}"
         d = Decision(False, reason)
-        d.challenger = _quiet(lambda: registry.alias_version(registry.CHALLENGER, settings))
+        if not isinstance(exc, Unreachable):
+            d.challenger = _quiet(lambda: registry.alias_version(registry.CHALLENGER, settings))
     except Exception as exc:
         d = Decision(False, f"gate error: {type(exc).__name__}: {exc}")
         d.challenger = _quiet(lambda: registry.alias_version(registry.CHALLENGER, settings))

@@ -73,6 +73,7 @@ class Workflow:
     def run(self, workdir: Path, extra_env: dict[str, str]) -> str | None:
         """Every step in order; returns the name of the first failing step (None: all passed)."""
         env = {k: self.render(str(v)) for k, v in self.doc["env"].items()} | extra_env
+        (workdir / "infra").symlink_to(REPO_ROOT / "infra")  # the checkout's scripts
         output = workdir / "github_output"
         base = os.environ | {
             "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
