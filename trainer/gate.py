@@ -262,6 +262,7 @@ def run(
 ) -> Decision:
     """``volstream gate`` (and ``promote --force``): evaluate, move the alias if allowed,
     record the outcome once. Unexpected errors are recorded as a refusal, then re-raised."""
+    log.info("gate started", extra={"model": settings.model_name, "forced": force})
     champion_settings = settings
     if ts.gate_champion_model:
         champion_settings = settings.model_copy(update={"model_name": ts.gate_champion_model})
