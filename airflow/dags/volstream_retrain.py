@@ -55,7 +55,6 @@ TRAIN_ENV = (
     "TRAINER_XGB_COLSAMPLE",
     "TRAINER_TRAIN_STEP_MINUTES",
     "TRAINER_REFIT_ON_VALID",
-    "TRAINER_HOLDOUT_DAYS",
     "TRAINER_SEED",
 )
 EXIT_REFUSED = 3
@@ -118,12 +117,14 @@ def build_dataset(snap: dict, report: dict) -> dict:
 
     from trainer.baselines import LAMBDA_GRID
     from trainer.dataset import build_dataset as build
+    from trainer.holdout import training_part
     from trainer.settings import TrainerSettings
     from trainer.sources import read_candles
     from trainer.versioning import dataset_filename
 
     ts = TrainerSettings()
-    ds = build(read_candles(Path(snap["path"])), ts, lambdas=LAMBDA_GRID)
+    # the rows `volstream train` fits on: the held-out days are left to the gate
+    ds = build(training_part(read_candles(Path(snap["path"])), ts.holdout_days), ts, LAMBDA_GRID)
     ts.datasets_dir.mkdir(parents=True, exist_ok=True)
     path = ts.datasets_dir / dataset_filename(ds, snap["symbol"])
     ds.frame.to_parquet(path, index=False)

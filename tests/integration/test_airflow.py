@@ -318,7 +318,7 @@ def test_corrupted_window_stops_at_the_quality_gate(airflow_env: AirflowEnv) -> 
     assert proc.returncode != 0
     assert states["snapshot"] == "success"
     assert states["quality_gate"] == "failed", proc.stdout[-3000:]
-    assert {states[t] for t in TASKS[2:]} == {"upstream_failed"}
+    assert {states[t] for t in TASKS[3:]} == {"upstream_failed"}
     out = proc.stdout + proc.stderr
     assert "quality gate failed: nulls: worst column close: 5.00% null" in out
     assert "ohlc_consistency: 200 rows" in out
