@@ -189,7 +189,7 @@ def live_phase(pipe: Pipeline, report: ChaosReport, minutes: int = 3) -> set[tup
     time.sleep(minutes * 60 / 2)
     httpx.post(f"{url}/_emulator/clock", json={"speed": 0}, timeout=10).raise_for_status()
     time.sleep(15)  # the aligned polls pick up the last closed minute
-    params = {"fsym": LIVE_SYMBOL, "tsym": "USD", "limit": 2000}
+    params: dict[str, str | int] = {"fsym": LIVE_SYMBOL, "tsym": "USD", "limit": 2000}
     doc = httpx.get(f"{url}/data/v2/histominute", params=params, timeout=10).json()
     rows = doc["Data"]["Data"][:-1]  # the last row is the open minute
     # before its series begins the API answers all-zero candles: not candles of the feed
