@@ -123,7 +123,8 @@ class Pipeline:
         model either way."""
         from services.common.registry import alias_version
 
-        if self.volstream("train", "train", "--data", str(data)).wait(timeout_s) != 0:
+        # exit 0: promoted; 3: the gate refused (then forced below); anything else failed
+        if self.volstream("train", "train", "--data", str(data)).wait(timeout_s) not in (0, 3):
             raise RuntimeError(f"`volstream train` failed; see {self.workdir}/log/train.log")
         settings = self.settings.model_copy(update={"mlflow_tracking_uri": self.mlflow_uri})
         no_champion = alias_version("champion", settings) is None

@@ -86,17 +86,22 @@ def train(
 
     Exits like ``volstream gate`` (0 promoted, 3 refused); 0 with ``--no-promote``.
     """
+    from services.common.errors import ConfigError
     from services.common.settings import get_settings
     from trainer.report import table
     from trainer.train import train_and_register
 
     settings = get_settings()
     symbol = symbol or settings.symbols[0]
-    with _quiet_stdout():
-        candles = _candles(data, lake, symbol, start, end)
-        out = train_and_register(
-            candles, settings, symbol=symbol, promote=not no_promote, source=data
-        )
+    try:
+        with _quiet_stdout():
+            candles = _candles(data, lake, symbol, start, end)
+            out = train_and_register(
+                candles, settings, symbol=symbol, promote=not no_promote, source=data
+            )
+    except ConfigError as exc:
+        typer.echo(f"train: {exc}", err=True)
+        raise typer.Exit(2) from exc
     decision = out["decision"]
     doc = {"version": out["version"], "run_id": out["run_id"], "report": out["report"]}
     doc["decision"] = decision.doc() if decision else None

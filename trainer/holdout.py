@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from services.common.errors import ConfigError
+
 DAY = 86400
 FIT_SPLITS = ("train", "valid")
 
@@ -23,11 +25,22 @@ def training_part(candles: pd.DataFrame, holdout_days: float) -> pd.DataFrame:
     >>> df = pd.DataFrame({"time": np.arange(0, 3 * DAY, 3600)})
     >>> len(training_part(df, 1)), len(training_part(df, 0))
     (48, 72)
+    >>> training_part(df, 3)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    services.common.errors.ConfigError: 3.0 days of candles leave nothing to train on ...
     """
     if holdout_days <= 0 or candles.empty:
         return candles
     cut = int(candles["time"].max()) + 60 - int(holdout_days * DAY)
-    return candles[candles["time"] < cut].reset_index(drop=True)
+    kept = candles[candles["time"] < cut].reset_index(drop=True)
+    if kept.empty:
+        span = (int(candles["time"].max()) + 60 - int(candles["time"].min())) / DAY
+        raise ConfigError(
+            f"{span:.1f} days of candles leave nothing to train on after the {holdout_days:g}"
+            " held-out days: give more history, or lower TRAINER_HOLDOUT_DAYS (0: no gate window)"
+        )
+    return kept
 
 
 def trained_until(times: np.ndarray, splits: np.ndarray, horizon_minutes: int) -> int:

@@ -99,6 +99,7 @@ def train_calm_champion(pipe: Pipeline, workdir: Path) -> None:
         "TRAINER_DATASETS_DIR": str(workdir / "datasets"),
         "TRAINER_DVC_ENABLED": "false",
         "TRAINER_XGB_ROUNDS": "300",
+        "TRAINER_HOLDOUT_DAYS": "0",  # two weeks are all warm-up and fit; promoted by hand below
     }
     pipe.volstream(
         "train", "train", "--data", str(calm), "--symbol", "BTC", "--no-promote", **quiet
