@@ -29,11 +29,8 @@ ENV_REMOTE = "env"
 
 def md5(path: Path) -> str:
     """The file's md5 (what DVC records for a single file)."""
-    digest = hashlib.md5()
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "md5").hexdigest()
 
 
 def dataset_filename(ds: Dataset, symbol: str) -> str:

@@ -26,11 +26,8 @@ MODELS = ("model", "champion", "har", "har_seasonal", "ewma", "persistence")
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def fetch(url: str, sha256: str, out: Path) -> str:
