@@ -17,6 +17,7 @@ user would type.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -30,6 +31,7 @@ from devstack.data_fetch import demo_data
 from devstack.data_fetch.settings import DataFetchSettings
 from services.common.logging import configure_logging
 from services.common.settings import get_settings
+from trainer.versioning import init_standalone
 
 log = logging.getLogger("volstream.demo")
 
@@ -56,11 +58,26 @@ def slice_history(source: Path, start: int, end: int, out: Path) -> int:
     return table.num_rows
 
 
-def volstream(*args: str) -> None:
+def volstream(*args: str, env: dict[str, str] | None = None) -> None:
     """Run a ``volstream`` command, raising if it fails (its output goes to this job's log)."""
     cmd = [sys.executable, "-m", "devstack.cli", *args]
     log.info("running", extra={"cmd": " ".join(args)})
-    subprocess.run(cmd, check=True)
+    subprocess.run(cmd, check=True, env=None if env is None else {**os.environ, **env})
+
+
+def dataset_env(work: Path) -> dict[str, str]:
+    """Version the demo's training set in its own DVC repository under ``var/``, not in git's tree.
+
+    ``volstream train`` DVC-adds and pushes every dataset it builds; run from the project's tree
+    that leaves a new ``.dvc`` pointer and a ``.gitignore`` edit in ``data/datasets/`` after each
+    ``make run``. The demo's repository is outside git (``dvc init --no-scm``), with its own
+    local remote.
+    """
+    root = init_standalone(work / "dvc")
+    return {
+        "TRAINER_DATASETS_DIR": str(root / "datasets"),
+        "TRAINER_DVC_REMOTE": str(work / "dvc-remote"),
+    }
 
 
 def has_champion() -> bool:
@@ -88,7 +105,7 @@ def main() -> None:
     if not has_champion():
         log.info("no champion yet: training one on the 2-year history")
         t0 = time.monotonic()
-        volstream("train", "--data", str(source))
+        volstream("train", "--data", str(source), env=dataset_env(work))
         log.info("champion trained", extra={"seconds": round(time.monotonic() - t0, 1)})
     feed = work / "feed.parquet"
     n = slice_history(source, live_start, live_start + 10 * 86400, feed)

@@ -11,6 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pydantic_settings import BaseSettings
+
+from services.archiver.settings import ArchiverSettings
+from services.featurizer.settings import FeaturizerSettings
+from services.ingestor.settings import IngestorSettings
+from services.lag_exporter.settings import LagExporterSettings
+from services.predictor.settings import PredictorSettings
+from services.validator.settings import ValidatorSettings
+
 
 @dataclass(frozen=True)
 class Job:
@@ -34,13 +43,25 @@ PROMETHEUS_PORT = 9090
 ALERTMANAGER_PORT = 9093
 #: The webhook sink that receives Alertmanager's notifications locally (monitoring.webhook_sink).
 WEBHOOK_PORT = 9105
-LAG_EXPORTER_PORT = 9104
+
+
+def default_port(settings: type[BaseSettings], field: str = "metrics_port") -> int:
+    """A service's default port, read from its settings class: one definition per port.
+
+    >>> default_port(ValidatorSettings)
+    9102
+    """
+    return int(settings.model_fields[field].default)
+
+
+LAG_EXPORTER_PORT = default_port(LagExporterSettings)
 
 JOBS: tuple[Job, ...] = (
-    Job("ingestor", 9101, "ingestor"),
-    Job("validator", 9102, "validator"),
-    Job("featurizer", 9103, "featurizer"),
-    Job("predictor", 8000, "predictor"),
+    Job("ingestor", default_port(IngestorSettings), "ingestor"),
+    Job("validator", default_port(ValidatorSettings), "validator"),
+    Job("featurizer", default_port(FeaturizerSettings), "featurizer"),
+    Job("archiver", default_port(ArchiverSettings), "archiver"),
+    Job("predictor", default_port(PredictorSettings, "port"), "predictor"),
     Job("kafka-lag", LAG_EXPORTER_PORT, "lag-exporter"),
     Job("prometheus", PROMETHEUS_PORT, "prometheus"),
     Job("alertmanager", ALERTMANAGER_PORT, "alertmanager"),

@@ -56,6 +56,18 @@ def _dvc(args: list[str], cwd: Path) -> str:
     return proc.stdout
 
 
+def init_standalone(root: Path) -> Path:
+    """A DVC repository at ``root`` outside git (``dvc init --no-scm``), made once; returns it.
+
+    For scratch work such as the demo: its datasets are versioned and pushed like any other,
+    without writing ``.dvc`` pointers or ``.gitignore`` entries into the project's tree.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    if not (root / ".dvc").is_dir():
+        _dvc(["init", "--no-scm", "--quiet"], root)
+    return root
+
+
 def track(path: Path, ts: TrainerSettings) -> bool:
     """``dvc add`` and ``dvc push`` one file; False (and a warning) when DVC is off or absent."""
     root = dvc_root(path.parent.resolve())

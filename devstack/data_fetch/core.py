@@ -21,7 +21,6 @@ file's own period, so a wrong guess is an error, not a shifted series::
 
 from __future__ import annotations
 
-import hashlib
 import io
 import re
 from collections.abc import Iterable, Mapping
@@ -32,6 +31,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
+
+from services.common.registry import sha256
 
 #: The archive's 12 CSV columns, in order (Binance's names).
 KLINE_COLUMNS = (
@@ -165,10 +166,6 @@ def lake_symbol(
         if pair.endswith(quote) and len(pair) > len(quote):
             return pair[: -len(quote)]
     raise ValueError(f"no known quote asset at the end of {pair}; map it with PAIR=SYMBOL")
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def checksum_line(data: bytes, name: str) -> str:

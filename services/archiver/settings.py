@@ -19,5 +19,5 @@ class ArchiverSettings(BaseSettings):
     """``ARCHIVER_BATCH_SIZE``: most candles written per lake flush."""
     flush_s: float = Field(default=1.0, gt=0)
     """``ARCHIVER_FLUSH_S``: longest time candles wait in memory before a lake flush."""
-    metrics_port: int = Field(default=0, ge=0)
+    metrics_port: int = Field(default=9106, ge=0)
     """``ARCHIVER_METRICS_PORT``: where ``/metrics`` is served (0: off)."""
