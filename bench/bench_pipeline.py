@@ -11,7 +11,8 @@ it that gets through in ``BENCH_E2E_BUDGET_S`` (600 s) at full speed; ``BENCH_E2
 shorter slice instead (for quick checks). The figure states which.
 
 Knobs: ``BENCH_E2E_DAYS``, ``BENCH_E2E_BUDGET_S``, ``BENCH_E2E_START`` (the latency window and the
-training slice before it), ``BENCH_CHAIN_S`` (seconds of the chain ceiling).
+training slice before it), ``BENCH_CHAIN_S`` (seconds of the chain ceiling), ``BENCH_LATENCY_S``,
+``BENCH_PIPELINE_PARTS`` (``throughput``, ``latency`` or both, the default).
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ BUDGET_S = float(os.environ.get("BENCH_E2E_BUDGET_S", "600"))
 CHAIN_S = float(os.environ.get("BENCH_CHAIN_S", "15"))
 LATENCY_S = float(os.environ.get("BENCH_LATENCY_S", "60"))
 CEILING_BUDGET_S = float(os.environ.get("BENCH_CEILING_BUDGET_S", "120"))
+#: ``BENCH_PIPELINE_PARTS``: which runs (quick checks of one): throughput, latency or both.
+PARTS = os.environ.get("BENCH_PIPELINE_PARTS", "throughput,latency").split(",")
 SYMBOLS = ("BTC", "ETH", "SOL")
 RSS_TARGET = "<= 300 MB"
 SERVICES = ("validator", "featurizer", "predictor", "ingestor (replay)")
@@ -243,41 +246,74 @@ def throughput(
     return {"candles": n, "through": got.through, "days": days, "complete": complete, "why": why}
 
 
-async def feed_and_time(
-    settings: Any, steady: pd.DataFrame, rate: float, seconds: float
-) -> np.ndarray:
+#: The hops of the latency breakdown, each ending at a record timestamp (the producer's clock,
+#: stamped as the record is queued) or, for the last, at the consumer's arrival.
+HOPS = ("validator", "featurizer", "predictor", "delivery")
+
+
+@dataclass
+class Timed:
+    """Latencies of the single-candle feed (ms): publish → arrival on ``predictions``, and the
+    same split per hop (``hops[name]``, in :data:`HOPS` order, summing to the total)."""
+
+    total: np.ndarray
+    hops: dict[str, np.ndarray]
+
+
+def _symbol_time(value: bytes) -> tuple[str, int] | None:
+    doc = orjson.loads(value)
+    return (doc["symbol"], doc["time"]) if isinstance(doc, dict) and "symbol" in doc else None
+
+
+async def feed_and_time(settings: Any, steady: pd.DataFrame, rate: float, seconds: float) -> Timed:
     """Publish single-candle RawBatches at ``rate`` candles/s round-robin over the symbols (as
     live polling publishes: one small batch per symbol and minute, here much faster), and time
     each candle's champion prediction on arrival at a consumer of ``predictions``: arrival (this
-    process's clock) minus the moment its RawBatch was handed to the producer. Returns ms."""
+    process's clock) minus the moment its RawBatch was handed to the producer. The same consumer
+    reads the record timestamps of the candle on ``ticks.clean`` and of its vector on
+    ``features`` (stamped by the validator's and featurizer's producers; one machine, one
+    clock), which split each latency into hops: publish → ticks.clean (validator), → features
+    (featurizer), → predictions (predictor), → arrival here (delivery)."""
     consumer = kafka.make_consumer(
-        PREDICTIONS, group_id=None, settings=settings, fetch_max_wait_ms=5
+        TICKS_CLEAN, FEATURES, PREDICTIONS, group_id=None, settings=settings, fetch_max_wait_ms=5
     )
     await consumer.start()
     quiet_since, deadline = time.monotonic(), time.monotonic() + 600
     while time.monotonic() - quiet_since < 3 and time.monotonic() < deadline:
-        if await consumer.getmany(timeout_ms=500):  # the warm-up's predictions still coming
+        if await consumer.getmany(timeout_ms=500, max_records=20_000):  # the warm-up draining
             quiet_since = time.monotonic()
     producer = kafka.make_producer(settings, linger_ms=0)
     await producer.start()
     sent: dict[tuple[str, int], float] = {}
-    out: list[float] = []
+    stamped: dict[str, dict[tuple[str, int], float]] = {TICKS_CLEAN: {}, FEATURES: {}}
+    out: list[tuple[float, ...]] = []  # (total, *hops) per candle, ms
     ordered = steady.sort_values(["time", "symbol"]).to_dict("records")[: int(rate * seconds)]
     rows: list[dict[str, Any]] = [{str(k): v for k, v in r.items()} for r in ordered]
     feeding = True
+
+    def arrived_prediction(value: bytes, ts_ms: int, arrived: float) -> None:
+        p = orjson.loads(value)
+        key = (p["symbol"], p["time"])
+        t_sent = sent.get(key)
+        if p.get("role") != "champion" or t_sent is None:
+            return
+        clean = stamped[TICKS_CLEAN].get(key, float("nan"))
+        feats = stamped[FEATURES].get(key, float("nan"))
+        marks = [t_sent * 1000, clean, feats, float(ts_ms), arrived * 1000]
+        out.append(((arrived - t_sent) * 1000, *np.diff(marks)))
 
     async def collect() -> None:
         idle_since = time.monotonic()
         while feeding or (len(out) < len(sent) and time.monotonic() - idle_since < 30):
             batch = await consumer.getmany(timeout_ms=50)
             arrived = time.time()
-            for records in batch.values():
+            for tp, records in batch.items():
                 for r in records:
-                    p = orjson.loads(r.value)
-                    t_sent = sent.get((p["symbol"], p["time"]))
-                    if p.get("role") == "champion" and t_sent is not None:
-                        out.append((arrived - t_sent) * 1000)
+                    if tp.topic == PREDICTIONS:
+                        arrived_prediction(r.value, r.timestamp, arrived)
                         idle_since = time.monotonic()
+                    elif (key := _symbol_time(r.value)) in sent:
+                        stamped[tp.topic][key] = float(r.timestamp)
 
     collector = asyncio.create_task(collect())
     try:
@@ -297,7 +333,8 @@ async def feed_and_time(
         feeding = False
         await producer.stop()
         await consumer.stop()
-    return np.array(out[int(rate) :])  # the first second warms the path up
+    kept = np.array(out[int(rate) :]).reshape(-1, 1 + len(HOPS))  # the first second warms up
+    return Timed(kept[:, 0], {hop: kept[:, 1 + i] for i, hop in enumerate(HOPS)})
 
 
 def latency(
@@ -323,8 +360,10 @@ def latency(
         for s in SYMBOLS:
             pipe.volstream(f"warm-{s}", "ingest", "replay", "--file", str(warmup), "--symbol", s)
         asyncio.run(wait_for(pipe, "features", n_warm * len(SYMBOLS), timeout_s=600))
-        lat = asyncio.run(feed_and_time(pipe.settings, steady, rate=100, seconds=LATENCY_S))
+        with CpuWatch(lambda: stage_groups(pipe)) as cpu:
+            timed = asyncio.run(feed_and_time(pipe.settings, steady, rate=100, seconds=LATENCY_S))
     _merge(rss, peaks)
+    lat = timed.total
     if lat.size:
         for q in (50, 99):
             base = float(np.percentile(chain, q)) if chain.size else float("nan")
@@ -358,10 +397,31 @@ def latency(
                     id=f"chain_p{q}_ms",
                 )
             )
+    if lat.size:
+        breakdown(timed, figures)
+        fed = LATENCY_S * 100
+        for name, used in cpu.used_s().items():
+            if not name.startswith("warm-"):
+                label = f"  CPU per candle at 100/s (incl. idle polling): {name}"
+                figures.append(figure(label, used / fed * 1e6, "us"))
     return {
         "publish→on predictions": [round(float(x), 2) for x in lat],
         "raw 4-hop chain": [round(float(x), 2) for x in chain],
     }
+
+
+def breakdown(timed: Timed, figures: list[dict]) -> None:
+    """Where the latency goes: p50 and p99 of each hop (they need not add up to the total's
+    percentiles; the means do)."""
+    for hop, ms in timed.hops.items():
+        ms = ms[np.isfinite(ms)]
+        if not ms.size:
+            continue
+        p50, p99 = np.percentile(ms, [50, 99])
+        print(f"  hop {hop:<10} p50 {p50:7.1f} ms  p99 {p99:7.1f} ms  mean {ms.mean():7.1f} ms")
+        for q, value in ((50, p50), (99, p99)):
+            name = f"  latency hop {hop} p{q}"
+            figures.append(figure(name, float(value), "ms", id=f"latency_hop_{hop}_p{q}_ms"))
 
 
 def _merge(rss: dict[str, float], peaks: PeakRss) -> None:
@@ -380,8 +440,8 @@ def main() -> dict:
         with MlflowServer(work / "mlflow") as mlflow:
             with Pipeline(work / "train", mlflow.uri) as pipe:
                 pipe.train_champion(train)
-            replay = throughput(work, mlflow.uri, figures, rss)
-            series = latency(work, mlflow.uri, figures, rss)
+            replay = throughput(work, mlflow.uri, figures, rss) if "throughput" in PARTS else {}
+            series = latency(work, mlflow.uri, figures, rss) if "latency" in PARTS else {}
     for name in SERVICES:
         if name in rss:
             figures.append(figure(f"peak RSS: {name}", rss[name], "MB", RSS_TARGET))
