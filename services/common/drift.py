@@ -257,9 +257,16 @@ class DriftMonitor:
         self.hi = np.array([r[1] for r in rng], dtype=np.float64)
         self.ood_window = int(limits.ood_window)
         self._span = max(self.window, self.ood_window)
-        # cumulative counts at absolute row indices n-span .. n (row k is the state before row k)
-        self._cum = np.zeros((self._span + 1, len(self.names), nb), dtype=np.int32)
-        self._ocum = np.zeros((self._span + 1, len(self.names)), dtype=np.int32)
+        # Cumulative counts in a ring: the state before absolute row k (counts of rows < k) sits
+        # at slot k % len(ring). A step of m <= `_chunk` rows after n reads the states n+1-span ..
+        # n+m (span + m of them) and writes n+1 .. n+m, so span + _chunk slots never overwrite a
+        # state it still reads; states before row 0 read as the zeros they start with. A step
+        # costs its own rows, not a copy of the window (the live predictor folds a few rows at a
+        # time).
+        self._chunk = min(CHUNK, self._span + 1)
+        self._slots = self._span + self._chunk
+        self._cum = np.zeros((self._slots, len(self.names), nb), dtype=np.int32)
+        self._ocum = np.zeros((self._slots, len(self.names)), dtype=np.int32)
         self.n = 0
         self._psi = np.full(len(self.names), np.nan)
         self._ratio = math.nan
@@ -274,8 +281,9 @@ class DriftMonitor:
         counts = out.sum(axis=0)
         ood = {self.all_names[i]: int(c) for i, c in enumerate(counts) if c}
         ratios, psis = [], []
-        for a in range(0, len(matrix), CHUNK):
-            r, p = self._step(matrix[a : a + CHUNK], out[a : a + CHUNK][:, self.cols], stride)
+        step = self._chunk
+        for a in range(0, len(matrix), step):
+            r, p = self._step(matrix[a : a + step], out[a : a + step][:, self.cols], stride)
             ratios.append(r)
             psis.append(p)
         if not ratios:
@@ -292,18 +300,22 @@ class DriftMonitor:
             v = rows[:, col]
             ok = np.flatnonzero(np.isfinite(v))
             onehot[ok, j, bins.index(v[ok])] = 1
-        cum = np.concatenate([self._cum, self._cum[-1] + np.cumsum(onehot, axis=0)])
-        ocum = np.concatenate([self._ocum, self._ocum[-1] + np.cumsum(out, axis=0, dtype=np.int32)])
+        cum, ocum, last = self._cum, self._ocum, self.n % self._slots
+        new = (self.n + 1 + np.arange(m)) % self._slots  # slots of the states after each row
+        cum[new] = cum[last] + np.cumsum(onehot, axis=0)
+        ocum[new] = ocum[last] + np.cumsum(out, axis=0, dtype=np.int32)
         seen = self.n + 1 + np.arange(m)  # rows seen after each new row
         sel = np.flatnonzero(seen % stride == 0) if stride > 1 else np.arange(m)
-        ends = self._span + 1 + sel  # position of the state after each judged row
+        ends = seen[sel]  # absolute index of the state after each judged row
         feat = np.arange(f)
-        starts = ends[:, None] - self.windows[None, :]
-        window = cum[ends][:, feat, :] - cum[starts, feat[None, :], :]  # (rows, f, nb)
+        starts = (ends[:, None] - self.windows[None, :]) % self._slots
+        window = cum[ends % self._slots][:, feat, :] - cum[starts, feat[None, :], :]
         defined = window.sum(axis=2)
         values = psi_many(window, self.expected[None, :, :])
         judged = defined >= self.need[None, :]
-        ood_share = (ocum[ends] - ocum[ends - self.ood_window]) / self.ood_window
+        ood_share = (
+            ocum[ends % self._slots] - ocum[(ends - self.ood_window) % self._slots]
+        ) / self.ood_window
         beyond = values > self.thresholds[None, :]
         drifted = (judged & beyond) | (ood_share > self.limits.ood_share)
         n_judged = judged.sum(axis=1)
@@ -312,7 +324,6 @@ class DriftMonitor:
         ratio[sel] = np.where(warm, drifted.sum(axis=1) / np.maximum(n_judged, 1), np.nan)
         psis = np.full((m, f), np.nan)
         psis[sel] = np.where(judged, values, np.nan)
-        self._cum, self._ocum = cum[-(self._span + 1) :], ocum[-(self._span + 1) :]
         self.n += m
         if len(sel) and sel[-1] == m - 1:
             self._psi, self._ratio = psis[-1], float(ratio[-1])
