@@ -29,17 +29,24 @@ from services.common.settings import Settings
 from services.common.topics import FEATURES, TICKS_CLEAN, TICKS_DLQ
 from services.featurizer import metrics, transport
 from services.featurizer.batching import take_until_idle
-from services.featurizer.core import Featurizer, Outcome, Record, encode_vector
+from services.featurizer.core import Featurizer, Outcome, RecordLike, encode_vector
 from services.featurizer.history import read_partition
 from services.featurizer.settings import FeaturizerSettings
 
 log = logging.getLogger(__name__)
 
+#: Handovers (chunks of up to ``batch_size`` records) queued for the agent before Faust pauses
+#: fetching the partition; the records fetched but not processed stay below a few batches.
+HANDOVERS_BUFFERED = 8
+
 
 class FeaturizerApp(faust.App):
-    """A Faust app that carries the consumer fetch wait read by :mod:`.transport`."""
+    """A Faust app that carries the consumer settings read by :mod:`.transport`: the fetch
+    wait, and which topics are handed to their agent in chunks of how many records."""
 
     fetch_max_wait_ms: int = transport.DEFAULT_FETCH_MAX_WAIT_MS
+    handover_topics: frozenset[str] = frozenset()
+    handover_max_records: int = transport.DEFAULT_HANDOVER_MAX_RECORDS
 
 
 def internal_topics(fs: FeaturizerSettings) -> list[tuple[str, int]]:
@@ -68,12 +75,12 @@ def make_app(settings: Settings, fs: FeaturizerSettings) -> FeaturizerApp:
         broker_client_id=f"{fs.app_id}-{fs.worker_id}",
         broker_session_timeout=fs.session_timeout_s,
         broker_heartbeat_interval=1.0,
-        broker_max_poll_records=max(fs.batch_size, 500),
+        broker_max_poll_records=fs.fetch_max_records,
         processing_guarantee="at_least_once",
         consumer_auto_offset_reset="earliest",
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=1,
-        stream_buffer_maxsize=4 * fs.batch_size,
+        stream_buffer_maxsize=HANDOVERS_BUFFERED,
         store="memory://",
         web_enabled=fs.web_port > 0,
         web_port=fs.web_port or 6066,
@@ -82,6 +89,8 @@ def make_app(settings: Settings, fs: FeaturizerSettings) -> FeaturizerApp:
         Monitor=transport.QuietMonitor,
     )
     app.fetch_max_wait_ms = fs.fetch_max_wait_ms
+    app.handover_topics = frozenset({TICKS_CLEAN})
+    app.handover_max_records = fs.batch_size
     return app
 
 
@@ -123,7 +132,7 @@ class StreamFeaturizer:
         metrics.STATE_SYMBOLS.set(self.engine.symbol_count)
         log.info("partitions assigned", extra={"topic": TICKS_CLEAN, "partitions": sorted(mine)})
 
-    async def handle(self, records: Sequence[Record]) -> Outcome:
+    async def handle(self, records: Sequence[RecordLike]) -> Outcome:
         """Process one micro-batch and publish it; its offsets commit once its outputs are acked."""
         assert self.committer is not None, "start() first"
         t0 = time.perf_counter()
@@ -214,13 +223,14 @@ def build(settings: Settings, fs: FeaturizerSettings, engine: Featurizer | None 
     async def featurize(stream: faust.StreamT) -> None:
         await handler.start()
         try:
-            async for events in take_until_idle(
+            async for chunks in take_until_idle(
                 stream,
                 fs.batch_size,
                 within=fs.batch_within_s,
                 linger=fs.batch_linger_s,
+                weight=transport.chunk_weight,
             ):
-                await handler.handle([_record(e) for e in events])
+                await handler.handle(transport.records_of(chunks))
         except Exception as exc:
             log.exception("featurizer batch failed; crashing the worker to recover from log")
             await app.crash(exc)
@@ -234,8 +244,3 @@ def build(settings: Settings, fs: FeaturizerSettings, engine: Featurizer | None 
 
     app.featurizer = handler  # type: ignore[attr-defined]
     return app
-
-
-def _record(event: faust.EventT) -> Record:
-    m = event.message
-    return Record(m.partition, m.offset, m.key, m.value or b"")

@@ -8,7 +8,8 @@ batches short under a backlog, where the featurizer's per-call cost then dominat
 
 :func:`take_until_idle` yields a batch as soon as one of these holds:
 
-- it holds ``max_`` events (as Faust);
+- it holds ``max_`` events (as Faust), or the next event would take it past ``max_`` (events
+  may weigh more than one: the featurizer's are chunks of records, see :mod:`.transport`);
 - no new event has arrived for ``linger`` seconds: the stream went idle;
 - ``within`` seconds have passed since the batch's *first* event (a bound under a slow drip).
 
@@ -28,17 +29,24 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from faust.types import EventT, StreamT
 from mode.utils.futures import notify
 
+Weight = Callable[[EventT], int]
+
+
+def _one(event: EventT) -> int:
+    return 1
+
 
 async def _take_until_idle(
-    stream: Any, max_: int, within: float, linger: float
+    stream: Any, max_: int, within: float, linger: float, weight: Weight
 ) -> AsyncGenerator[list[EventT], None]:
     events: list[EventT] = []
+    held = 0  # the open batch's weight
     first_at = last_at = 0.0
     arrived = asyncio.Event()  # the buffer holds at least one event
     full = asyncio.Event()  # the buffer holds max_ events
@@ -47,7 +55,7 @@ async def _take_until_idle(
     clock = time.monotonic
 
     async def add_to_buffer(value: Any) -> Any:
-        nonlocal consuming, first_at, last_at
+        nonlocal consuming, first_at, last_at, held
         try:
             if consuming is not None:
                 try:
@@ -57,21 +65,29 @@ async def _take_until_idle(
             event = stream.current_event
             if event is None:
                 raise RuntimeError("take_until_idle found current_event is None")
+            w = weight(event)
+            if events and held + w > max_:  # it would overflow the open batch: hand that out
+                await hand_out()
             events.append(event)
+            held += w
             last_at = clock()
             if len(events) == 1:
                 first_at = last_at
                 arrived.set()
-            if len(events) >= max_:
-                full.set()
-                consumed.clear()
-                await stream.wait(consumed)  # never more than max_ events in a batch
+            if held >= max_:
+                await hand_out()
         except asyncio.CancelledError:  # pragma: no cover
             raise
         except Exception as exc:
             stream.log.exception("Error adding to take buffer: %r", exc)
             await stream.crash(exc)
         return value
+
+    async def hand_out() -> None:
+        """Mark the open batch full and wait until the consumer took it."""
+        full.set()
+        consumed.clear()
+        await stream.wait(consumed)  # never more than max_ in a batch (unless one event is)
 
     def due() -> float:
         """Seconds until the open batch must be yielded (<= 0: now)."""
@@ -100,6 +116,7 @@ async def _take_until_idle(
             batch = list(events)
             yield batch  # raises GeneratorExit here (no acks) if the consumer stops early
             del events[: len(batch)]
+            held = 0
             arrived.clear()
             for event in batch:
                 await stream.ack(event)
@@ -111,17 +128,20 @@ async def _take_until_idle(
 
 
 def take_until_idle(
-    stream: StreamT, max_: int, within: float, linger: float
+    stream: StreamT, max_: int, within: float, linger: float, weight: Weight = _one
 ) -> AsyncGenerator[list[EventT], None]:
-    """Batches of up to ``max_`` events from ``stream``: yielded once it holds ``max_``, or the
-    stream was idle for ``linger`` s, or ``within`` s passed since its first event.
+    """Batches of events weighing up to ``max_`` from ``stream``: yielded once they weigh
+    ``max_``, or the next event would overflow that, or the stream was idle for ``linger`` s, or
+    ``within`` s passed since the batch's first event.
 
-    Use in place of ``stream.take_events(max_, within)``; events are acked after the body of
-    the ``async for`` that received them completed.
+    Each event weighs ``weight(event)`` (1 by default: ``max_`` counts events; the featurizer
+    counts the records of its chunked handovers). A single event heavier than ``max_`` is a
+    batch of its own. Use in place of ``stream.take_events(max_, within)``; events are acked
+    after the body of the ``async for`` that received them completed.
     """
     if max_ < 1 or within <= 0 or linger < 0:
         raise ValueError(f"need max_ >= 1, within > 0, linger >= 0: {max_=} {within=} {linger=}")
-    agen = _take_until_idle(stream, max_, within, linger)
+    agen = _take_until_idle(stream, max_, within, linger, weight)
     active = getattr(stream, "_active_agens", None)
     if active is not None:  # Stream.on_stop closes buffering generators left open (as Faust's)
         active.add(agen)

@@ -69,6 +69,20 @@ class Record:
     value: bytes
 
 
+class RecordLike(Protocol):
+    """What the featurizer reads of a record: a :class:`Record`, or aiokafka's
+    ``ConsumerRecord`` as the transport hands them over (no copy per record)."""
+
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+
+
 class FeatureRowLike(Protocol):
     time: int
     warm: bool
@@ -147,7 +161,7 @@ class Featurizer:
         """Symbols held in memory (the ``featurizer_state_symbols`` gauge)."""
         return sum(len(p.symbols) for p in self.partitions.values())
 
-    def stale(self, records: Iterable[Record]) -> dict[int, int]:
+    def stale(self, records: Iterable[RecordLike]) -> dict[int, int]:
         """Partitions needing a rebuild, mapped to the offset to rebuild up to (exclusive)."""
         out: dict[int, int] = {}
         expected = {p: s.next_offset for p, s in self.partitions.items()}
@@ -167,7 +181,7 @@ class Featurizer:
         for p in [p for p in self.partitions if p not in keep]:
             del self.partitions[p]
 
-    def rebuild(self, partition: int, history: Iterable[Record], upto: int) -> None:
+    def rebuild(self, partition: int, history: Iterable[RecordLike], upto: int) -> None:
         """Recreate a partition's state from its log records with offsets below ``upto``."""
         triage = _Triage()
         for rec in history:
@@ -185,7 +199,7 @@ class Featurizer:
             state.symbols[symbol] = sym
         self.partitions[partition] = state
 
-    def process(self, records: Sequence[Record]) -> Outcome:
+    def process(self, records: Sequence[RecordLike]) -> Outcome:
         """Triage a micro-batch and compute the features of every accepted candle.
 
         Partitions must be fresh (see :meth:`stale`); unseen ones start empty at the first offset.
@@ -210,13 +224,13 @@ class Featurizer:
 
     def _triage_one(
         self,
-        rec: Record,
+        rec: RecordLike,
         state: PartitionState,
         out: Outcome,
         pending: dict[tuple[int, str], list[Candle]],
     ) -> None:
         try:
-            candle = Candle.from_bytes(rec.value)
+            candle = Candle.from_bytes(rec.value or b"")
         except SchemaError as exc:
             out.dead.append(_dead(rec, "schema", str(exc)))
             return
@@ -301,9 +315,9 @@ _values: Callable[[Candle], tuple[float, ...]] = attrgetter(*CANDLE_FIELDS)
 """A candle's identity for replay detection: every CryptoCompare field."""
 
 
-def _parse(rec: Record) -> Candle | None:
+def _parse(rec: RecordLike) -> Candle | None:
     try:
-        return Candle.from_bytes(rec.value)
+        return Candle.from_bytes(rec.value or b"")
     except SchemaError:
         return None
 
@@ -315,9 +329,9 @@ def encode_vector(vector: FeatureVector) -> bytes:
     return orjson.dumps(vector.__dict__)
 
 
-def _dead(rec: Record, code: str, message: str, candle: Candle | None = None) -> DeadLetter:
+def _dead(rec: RecordLike, code: str, message: str, candle: Candle | None = None) -> DeadLetter:
     return DeadLetter.wrap(
-        rec.value,
+        rec.value or b"",
         stage=STAGE,
         reasons=[DeadLetterReason(code=code, message=message)],
         source_topic=TICKS_CLEAN,

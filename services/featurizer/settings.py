@@ -30,6 +30,10 @@ class FeaturizerSettings(BaseSettings):
     batch_within_s: float = Field(default=0.2, gt=0)
     """``FEATURIZER_BATCH_WITHIN_S``: longest time a micro-batch stays open after its first
     candle, when candles keep trickling in faster than the linger."""
+    fetch_max_records: int = Field(default=8000, ge=1)
+    """``FEATURIZER_FETCH_MAX_RECORDS``: most records one handover from Faust's consumer thread
+    carries (``max_poll_records``). Large, so each fetch crosses the thread boundary in few
+    trips and the thread fetches the next one while the agent computes."""
     fetch_max_wait_ms: int = Field(default=5, ge=0)
     """``FEATURIZER_FETCH_MAX_WAIT_MS``: Faust's consumer fetch wait (Faust hard-codes 1500)."""
     session_timeout_s: float = Field(default=10.0, ge=6.0)

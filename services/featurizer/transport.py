@@ -14,18 +14,21 @@ has Faust's acks disabled, so Faust never commits ahead of it).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import aiokafka
+from aiokafka.structs import ConsumerRecord
 from faust.sensors import Monitor
 from faust.serializers import Schema
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, AppT, EventT, Message
+from faust.types.tuples import ConsumerMessage
 
 SCHEME = "volstream"
 DEFAULT_FETCH_MAX_WAIT_MS = 5
+DEFAULT_HANDOVER_MAX_RECORDS = 2000
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -58,21 +61,24 @@ class Consumer(faust_aiokafka.Consumer):
         return bool(await self._commit(offsets))
 
     async def _drain_messages(self, fetcher: Any) -> None:
-        """Faust's fetch-and-deliver loop, racing each fetched *batch* against a flow stop.
+        """Faust's fetch-and-deliver loop, with fewer and bigger handovers.
 
-        Faust races every single message against ``suspend_flow`` with ``wait_first`` (four
-        tasks per message, a quarter of a passthrough worker's CPU). Here one task delivers a
-        whole fetch, in order, with Faust's read-offset filter; a rebalance that suspends the
-        flow cancels the rest of the fetch, which the post-rebalance seek fetches again.
+        Faust turns every fetched record into a Message and races each one against
+        ``suspend_flow`` (four tasks per message, a quarter of a passthrough worker's CPU), then
+        the conductor, channel and stream handle it one by one. Here one task delivers a whole
+        fetch, in order, with Faust's read-offset filter; a rebalance that suspends the flow
+        cancels the rest of the fetch, which the post-rebalance seek fetches again. Records of
+        the app's ``handover_topics`` are delivered as :class:`Chunk` messages (see there);
+        other topics message by message, as Faust does.
         """
         should_stop = self._stopped.is_set
         fetcher_stopped = fetcher._stopped.is_set
         try:
             while not (should_stop() or fetcher_stopped()):
-                fetched = [pair async for pair in self.getmany(timeout=1.0)]
+                fetched = await self._fetch(timeout=1.0)
                 await self.sleep(0)
                 if fetched and not self.should_stop:
-                    await self.wait_first(self._deliver(fetched), self.suspend_flow.wait())
+                    await self.wait_first(self._deliver(*fetched), self.suspend_flow.wait())
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
                 return
@@ -82,18 +88,114 @@ class Consumer(faust_aiokafka.Consumer):
                 return
             raise
 
-    async def _deliver(self, fetched: list[tuple[TP, Any]]) -> None:
+    async def _fetch(self, timeout: float) -> tuple[list[Message], int] | None:
+        """One fetch from the consumer thread as handovers (Faust's ``getmany`` checks, made
+        once per partition instead of once per record); None when there is nothing to deliver."""
+        records, active = await self._wait_next_records(timeout)
+        if records is None or self.should_stop:
+            return None
+        if not self.flow_active:  # as Faust: the rebalance seeks back to the committed offsets
+            try:
+                await self.perform_seek()
+            except Exception as exc:  # Faust logs it and goes on too
+                self.log.warning(f"exception performing seek when flow not active {exc}")
+            return None
+        app = self.app
+        chunked: frozenset[str] = getattr(app, "handover_topics", frozenset())
+        size = max(1, int(getattr(app, "handover_max_records", DEFAULT_HANDOVER_MAX_RECORDS)))
+        generation = app.consumer_generation_id
+        out: list[Message] = []
+        for tp, recs in records.items():
+            if active is not None and tp not in active and tp not in self._buffered_partitions:
+                continue
+            app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+            if tp.topic in chunked:
+                if app.topics.acks_enabled_for(tp.topic):
+                    raise RuntimeError(f"{tp.topic}: chunked handovers need acks=False")
+                out += [
+                    Chunk.of(tp, recs[i : i + size], generation) for i in range(0, len(recs), size)
+                ]
+            else:
+                out += [self._to_message(tp, r) for r in recs]
+        return out, generation
+
+    async def _deliver(self, messages: list[Message], generation: int) -> None:
         callback, read_offset = self.callback, self._read_offset
-        for n, (tp, message) in enumerate(fetched, 1):
+        for n, message in enumerate(messages, 1):
+            if not self.flow_active or self.app.consumer_generation_id != generation:
+                return  # a rebalance started: the seek after it fetches the rest again
+            tp = message.tp
             last = read_offset.get(tp)
-            if last is not None and message.offset < last:
+            if isinstance(message, Chunk):
+                if last is not None and message.first_offset < last:
+                    rest = message.since(last)  # partly delivered already (Faust drops those)
+                    if rest is None:
+                        continue
+                    message = rest
+            elif last is not None and message.offset < last:
                 continue  # already delivered (Faust drops these too)
-            if last and message.offset - last > 1 and self.app.topics.acks_enabled_for(tp.topic):
+            elif last and message.offset - last > 1 and self.app.topics.acks_enabled_for(tp.topic):
                 await self._add_gap(tp, last + 1, message.offset)
             await callback(message)
             read_offset[tp] = message.offset
             if not n % 100:
                 await asyncio.sleep(0)
+
+
+class Chunk(ConsumerMessage):
+    """One handover: consecutive records of one partition, fetched together.
+
+    ``value`` is the tuple of the records (aiokafka ``ConsumerRecord``: ``partition``, ``offset``,
+    ``key``, ``value`` bytes), in offset order; ``offset`` is the last record's, so Faust's read
+    offsets advance past the whole chunk. ``key`` is None. Only for topics whose acks are
+    disabled: acking a chunk could not say which of its records were processed.
+    """
+
+    first_offset: int
+
+    @property
+    def records(self) -> tuple[ConsumerRecord[bytes, bytes], ...]:
+        """The records, in offset order (the same tuple as ``value``)."""
+        return self.value  # type: ignore[return-value]
+
+    @classmethod
+    def of(
+        cls, tp: TP, records: Sequence[ConsumerRecord[bytes, bytes]], generation_id: int
+    ) -> Chunk:
+        last = records[-1]
+        stamp = last.timestamp / 1000.0 if last.timestamp is not None else None
+        chunk = cls(
+            tp.topic,
+            tp.partition,
+            last.offset,
+            stamp,  # type: ignore[arg-type]
+            last.timestamp_type,
+            [],
+            None,
+            tuple(records),  # type: ignore[arg-type]
+            None,
+            0,
+            sum(r.serialized_value_size for r in records),
+            tp,
+            generation_id=generation_id,
+        )
+        chunk.first_offset = records[0].offset
+        return chunk
+
+    def since(self, offset: int) -> Chunk | None:
+        """The chunk's records at or after ``offset`` (None if none is left)."""
+        rest = [r for r in self.records if r.offset >= offset]
+        return Chunk.of(self.tp, rest, self.generation_id or 0) if rest else None
+
+
+def chunk_weight(event: EventT) -> int:
+    """How many records an event of a chunked topic carries (``take_until_idle``'s weight)."""
+    return len(event.value)
+
+
+def records_of(events: Iterable[EventT]) -> list[ConsumerRecord[bytes, bytes]]:
+    """The records of a batch of chunk events, in order (one partition's stay in order)."""
+    return [r for event in events for r in event.value]
 
 
 class Transport(faust_aiokafka.Transport):

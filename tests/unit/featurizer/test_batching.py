@@ -28,15 +28,20 @@ class Seen:
 
 @asynccontextmanager
 async def agent_taking(
-    max_: int, within: float, linger: float, fail_on: int | None = None
-) -> AsyncIterator[tuple[Callable[[int], Any], Seen]]:
+    max_: int,
+    within: float,
+    linger: float,
+    fail_on: int | None = None,
+    weight: Callable[[Any], int] | None = None,
+) -> AsyncIterator[tuple[Callable[[Any], Any], Seen]]:
     """A started test agent batching with ``take_until_idle``; yields (put, seen)."""
     app = faust.App(f"t-batching-{id(object())}", broker="kafka://127.0.0.1:1", store="memory://")
     seen = Seen()
 
     @app.agent(app.channel())
     async def agent(stream: faust.StreamT) -> AsyncIterator[int]:
-        async for events in take_until_idle(stream, max_, within=within, linger=linger):
+        weighed = {"weight": weight} if weight else {}
+        async for events in take_until_idle(stream, max_, within, linger, **weighed):
             seen.at.append(time.monotonic())
             seen.batches.append([e.value for e in events])
             seen.acked_inside.append([e.message.acked for e in events])
@@ -47,7 +52,7 @@ async def agent_taking(
 
     async with agent.test_context() as a:
 
-        async def put(value: int) -> Any:
+        async def put(value: Any) -> Any:
             return await a.put(value, wait=False)
 
         yield put, seen
@@ -115,6 +120,23 @@ async def test_a_batch_whose_processing_failed_is_not_acked() -> None:
         await asyncio.sleep(0.05)
     assert seen.batches == [[0, 1], [2, 3]]
     assert [e.message.acked for e in seen.events] == [True, True, False, False]
+
+
+async def test_weighted_events_fill_batches_without_overflowing_max() -> None:
+    """Chunks of records (the featurizer's handovers) weigh their length: a batch is handed out
+    before a chunk would take it past ``max_``; a chunk heavier than ``max_`` goes alone."""
+    chunks = [[0, 1, 2], [3, 4], [5, 6, 7], [8], [9, 10, 11, 12, 13, 14], [15]]
+    weight = lambda event: len(event.value)  # noqa: E731
+    async with agent_taking(max_=5, within=10.0, linger=0.05, weight=weight) as (put, seen):
+        for chunk in chunks:
+            await put(chunk)
+        await wait_until(lambda: sum(map(len, seen.batches)) == len(chunks))
+    assert seen.batches == [
+        [[0, 1, 2], [3, 4]],
+        [[5, 6, 7], [8]],
+        [[9, 10, 11, 12, 13, 14]],  # heavier than max_: alone
+        [[15]],
+    ]
 
 
 @pytest.mark.parametrize(("max_", "within", "linger"), [(0, 1.0, 0.0), (1, 0.0, 0.0), (1, 1, -1)])
