@@ -59,6 +59,14 @@ class Marks:
     def set(self, symbol: str, history: History) -> None:
         self._marks[symbol] = history
 
+    def known(self, symbol: str) -> bool:
+        """Whether the symbol's history is at hand (no read of ticks.clean needed)."""
+        return symbol in self._marks
+
+    def cached(self, symbol: str) -> History:
+        """The symbol's history, once :meth:`get` recovered it."""
+        return self._marks[symbol]
+
     async def get(self, symbol: str) -> History:
         """The symbol's history, read from ticks.clean the first time it is asked for."""
         if symbol not in self._marks:

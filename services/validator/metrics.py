@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import collections
+from collections.abc import Iterable
+
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
 from services.validator.core import Verdict
@@ -18,7 +21,8 @@ PRESET_SERIES = (
 class ValidatorMetrics:
     """``validator_records_total{outcome,reason}``, ``validator_batches_total{outcome}``,
     ``validator_gap_minutes_total{symbol}``, ``validator_records_in_total`` and the
-    ``validator_processing_seconds`` histogram (one poll: judge, send, ack, commit)."""
+    ``validator_processing_seconds`` histogram (one poll: judge and queue the outputs; their acks
+    and the commit follow in the background)."""
 
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
         self.records = Counter(
@@ -50,16 +54,28 @@ class ValidatorMetrics:
             self.records.labels(outcome, reason)
         self.processing = Histogram(
             "validator_processing_seconds",
-            "Time to judge one poll of RawBatches, send the outputs and commit",
+            "Time to judge one poll of RawBatches and queue its outputs (acks and commit follow)",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=registry,
         )
 
-    def observe(self, verdict: Verdict) -> None:
-        """Count one message's verdict."""
-        self.batches.labels(verdict.outcome).inc()
-        self.records_in.inc(verdict.records)
-        for (outcome, reason), n in verdict.counts.items():
+    def observe(self, verdicts: Iterable[Verdict]) -> None:
+        """Count a poll's verdicts: summed first, so each series is updated once per poll."""
+        batches: collections.Counter[str] = collections.Counter()
+        records: collections.Counter[tuple[str, str]] = collections.Counter()
+        gaps: dict[str, float] = {}
+        records_in = 0
+        for v in verdicts:
+            batches[v.outcome] += 1
+            records_in += v.records
+            records.update(v.counts)
+            if v.gaps and v.symbol:
+                gaps[v.symbol] = gaps.get(v.symbol, 0.0) + v.gap_minutes
+        for outcome, n in batches.items():
+            self.batches.labels(outcome).inc(n)
+        if records_in:
+            self.records_in.inc(records_in)
+        for (outcome, reason), n in records.items():
             self.records.labels(outcome, reason).inc(n)
-        if verdict.gaps and verdict.symbol:
-            self.gap_minutes.labels(verdict.symbol).inc(verdict.gap_minutes)
+        for symbol, minutes in gaps.items():
+            self.gap_minutes.labels(symbol).inc(minutes)
