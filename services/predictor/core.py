@@ -8,13 +8,16 @@ The model predicts the *log* realized volatility of the next hour; its variance 
 
 from __future__ import annotations
 
+import ctypes
 import math
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+import orjson
 
 from services.common import intervals
 from services.common.errors import SchemaError
@@ -83,12 +86,81 @@ def adjusted_log_rv(raw: np.ndarray, bias_factor: float) -> np.ndarray:
     return raw + 0.5 * math.log(bias_factor)
 
 
+class DenseScorer:
+    """``Booster.inplace_predict`` on a dense float64 matrix, through the XGBoost C API call it
+    wraps (``XGBoosterPredictFromDense``) with the call's configuration encoded once.
+
+    The wrapper's per-call work (input type dispatch, JSON of the config and of the array
+    interface, wrapping the output in a new array) cost ~110 µs of a 180 µs single-row call on
+    a 40-tree model on this machine; here it is ~5 µs. Same trees, same missing value (NaN),
+    same float32 outputs (see ``tests/unit/predictor/test_core.py``). Thread-safe as
+    ``inplace_predict`` is: the output buffer is the booster's per-thread one, copied out
+    before returning.
+    """
+
+    def __init__(self, booster: Any) -> None:
+        from xgboost import core as xgb_core
+
+        self.booster = booster  # keeps the handle alive
+        self._lib, self._check = xgb_core._LIB, xgb_core._check_call
+        self._handle = booster.handle
+        self._config = xgb_core.make_jcargs(
+            type=0,  # value, not margin
+            training=False,
+            iteration_begin=0,
+            iteration_end=0,  # every tree
+            missing=math.nan,
+            strict_shape=False,
+            cache_id=0,
+        )
+        self._ulong = xgb_core.c_bst_ulong
+
+    def __call__(self, matrix: np.ndarray, offset: float = 0.0) -> np.ndarray:
+        """``inplace_predict(matrix) + offset`` as float64 (one value per row)."""
+        x = np.ascontiguousarray(matrix, dtype=np.float64)
+        if not len(x):
+            return np.empty(0)
+        interface = orjson.dumps(
+            {"data": (x.ctypes.data, False), "shape": x.shape, "strides": None}
+            | {"typestr": "<f8", "version": 3}
+        )
+        shape = ctypes.POINTER(self._ulong)()
+        dims = self._ulong()
+        preds = ctypes.POINTER(ctypes.c_float)()
+        self._check(
+            self._lib.XGBoosterPredictFromDense(
+                self._handle,
+                interface,
+                self._config,
+                None,  # no proxy: no base margin
+                ctypes.byref(shape),
+                ctypes.byref(dims),
+                ctypes.byref(preds),
+            )
+        )
+        n = math.prod(shape[i] for i in range(dims.value))
+        if n != len(x):
+            raise ValueError(f"{n} outputs for {len(x)} rows: not a single-output model")
+        return np.add(np.ctypeslib.as_array(preds, shape=(n,)), offset, dtype=np.float64)
+
+
+#: One scorer per booster, made on first use (a reload brings a new booster).
+_scorers: weakref.WeakKeyDictionary[Any, DenseScorer] = weakref.WeakKeyDictionary()
+
+
+def scorer_of(booster: Any) -> DenseScorer:
+    """The booster's :class:`DenseScorer`."""
+    found = _scorers.get(booster)
+    if found is None:
+        found = _scorers[booster] = DenseScorer(booster)
+    return found
+
+
 def score(bundle: Bundle, matrix: np.ndarray) -> np.ndarray:
-    """Log RV for each row, in one ``inplace_predict`` call (bias-adjusted)."""
+    """Log RV for each row, in one call of the booster (bias-adjusted: ``+ ln(b) / 2``)."""
     if len(matrix) == 0:
         return np.empty(0)
-    raw = np.asarray(bundle.booster.inplace_predict(matrix), dtype=np.float64).reshape(-1)
-    return adjusted_log_rv(raw, bundle.bias_factor)
+    return scorer_of(bundle.booster)(matrix, 0.5 * math.log(bundle.bias_factor))
 
 
 def interval_bounds(

@@ -87,3 +87,21 @@ def test_no_calibration_no_interval(calm_features, bundle, to_vectors) -> None:
     plain = replace(bundle, intervals={})
     out = process(records(to_vectors(calm_features.iloc[-5:])), plain, None)
     assert all(p.rv_lo is None and p.interval_level is None for p in out.predictions)
+
+
+def test_dense_scorer_gives_inplace_predict_exactly(calm_features, bundle) -> None:
+    """The C API path scores as ``inplace_predict`` does: every tree, NaN as missing, one value
+    per row, for a single row, a micro-batch and none."""
+    from services.predictor.core import scorer_of
+
+    warm = calm_features[calm_features["warm"]]
+    x = warm[list(FEATURE_NAMES)].to_numpy(dtype=np.float64)[:100].copy()
+    x[::7, 3] = np.nan
+    scorer = scorer_of(bundle.booster)
+    assert scorer is scorer_of(bundle.booster)
+    for rows in (x[:1], x, x[:0], x[::2]):  # x[::2]: not C-contiguous
+        expected = bundle.booster.inplace_predict(rows).astype(np.float64).reshape(-1)
+        np.testing.assert_array_equal(scorer(rows), expected)
+    bias = 0.5 * math.log(bundle.bias_factor)
+    expected = bundle.booster.inplace_predict(x).astype(np.float64) + bias
+    np.testing.assert_array_equal(score(bundle, x), expected)
