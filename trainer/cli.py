@@ -213,6 +213,9 @@ def evaluate(
         ),
     ] = False,
     year: Annotated[int, typer.Option(help="--walk-forward: the year of the four quarters")] = 2024,
+    quarters: Annotated[
+        str, typer.Option(help="--walk-forward: which quarters, e.g. 4 or 1,4 (default all)")
+    ] = "1,2,3,4",
 ) -> None:
     """Score a registered model and its own baselines over the hourly origins of the data, or
     (``--walk-forward``) retrain and test the recipe quarter by quarter."""
@@ -222,7 +225,8 @@ def evaluate(
 
     settings = get_settings()
     if walk_forward:
-        _walk_forward(data, lake, symbol or settings.symbols[0], start, end, year, as_json)
+        which = _quarter_numbers(quarters)
+        _walk_forward(data, lake, symbol or settings.symbols[0], start, end, year, which, as_json)
         return
     with _quiet_stdout():
         candles = _candles(data, lake, symbol or settings.symbols[0], start, end)
@@ -234,6 +238,17 @@ def evaluate(
         typer.echo(table(report))
 
 
+def _quarter_numbers(text: str) -> tuple[int, ...]:
+    """``"1,4"`` -> ``(1, 4)``; anything but quarters 1..4 is a usage error."""
+    try:
+        which = tuple(sorted({int(q) for q in text.split(",") if q.strip()}))
+    except ValueError:
+        which = ()
+    if not which or not set(which) <= {1, 2, 3, 4}:
+        raise typer.BadParameter(f"--quarters takes numbers 1..4 separated by commas, not {text!r}")
+    return which
+
+
 def _walk_forward(
     data: Path | None,
     lake: bool,
@@ -241,6 +256,7 @@ def _walk_forward(
     start: str | None,
     end: str | None,
     year: int,
+    which: tuple[int, ...],
     as_json: bool,
 ) -> None:
     from trainer import walkforward
@@ -249,7 +265,7 @@ def _walk_forward(
     ts = TrainerSettings()
     with _quiet_stdout():
         candles = _candles(data, lake, symbol, start, end)
-        reports = walkforward.walk_forward(candles, year, ts, ts.xgb_threads)
+        reports = walkforward.walk_forward(candles, year, ts, ts.xgb_threads, which)
     if as_json:
         _emit({"year": year, "quarters": reports})
     else:

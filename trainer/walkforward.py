@@ -56,15 +56,22 @@ def quarter_dataset(all_rows: Dataset, start: pd.Timestamp, end: pd.Timestamp) -
 
 
 def walk_forward(
-    candles: pd.DataFrame, year: int, ts: TrainerSettings, threads: int
+    candles: pd.DataFrame,
+    year: int,
+    ts: TrainerSettings,
+    threads: int,
+    which: tuple[int, ...] = (1, 2, 3, 4),
 ) -> list[dict[str, Any]]:
-    """One test report per quarter of ``year`` (``quarter``, ``n_train`` and the usual keys)."""
+    """One test report per quarter of ``year`` in ``which`` (``quarter``, ``n_train`` and the
+    usual keys)."""
     candles = clean_candles(candles)
     origins = origin_times(candles["time"].to_numpy(), ts.train_step_minutes)
     rows, names, version = point_in_time_rows(candles, origins, LAMBDA_GRID, ts)
     all_rows = Dataset(rows.assign(split=""), names, version)
     out = []
-    for label, start, end in quarters(year):
+    for number, (label, start, end) in enumerate(quarters(year), start=1):
+        if number not in which:
+            continue
         ds = quarter_dataset(all_rows, start, end)
         if not (ds.frame["split"] == "test").any():
             log.warning("no test origins", extra={"quarter": label})

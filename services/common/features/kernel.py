@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from zoneinfo import ZoneInfo
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -31,6 +34,8 @@ from services.common.features.spec import (
     MACD_FAST,
     MACD_SIGNAL,
     MACD_SLOW,
+    MARKET_OPEN_MINUTE,
+    MARKET_TZ,
     MIN_COVERAGE,
     RANGE_ESTIMATORS,
     RANGE_WINDOWS,
@@ -46,7 +51,29 @@ PK_SCALE = 1.0 / (4.0 * math.log(2.0))
 GK_CLOSE = 2.0 * math.log(2.0) - 1.0
 BPV_SCALE = math.pi / 2.0
 PRIOR_HOURS = LONG_HAR_HOURS - 1
+_MARKET_ZONE = ZoneInfo(MARKET_TZ)
 """The 168 h window is the current (partial) clock hour plus the 167 complete hours before."""
+
+
+@lru_cache(maxsize=4096)
+def _hour_offset(hour: int) -> int:
+    """Seconds from UTC to New York wall time during the UTC clock hour ``hour`` (unix hours).
+
+    US clocks change at 02:00 local, on a full UTC hour, so one offset holds for the hour."""
+    offset = datetime.fromtimestamp(hour * 3600, tz=UTC).astimezone(_MARKET_ZONE).utcoffset()
+    return int(offset.total_seconds()) if offset is not None else 0
+
+
+def market_offset(times: IntArray) -> IntArray:
+    """Seconds to add to unix times ``times`` to get New York wall-clock time (DST-aware).
+
+    >>> market_offset(np.array([1_704_067_200, 1_720_000_000])).tolist()  # January, July
+    [-18000, -14400]
+    """
+    hours = np.asarray(times, dtype=np.int64) // 3600
+    unique, inverse = np.unique(hours, return_inverse=True)
+    offsets = np.array([_hour_offset(int(h)) for h in unique], dtype=np.int64)
+    return offsets[inverse.reshape(hours.shape)]
 
 
 class Rows:
@@ -308,6 +335,21 @@ def _calendar(times: IntArray, out: dict[str, FloatArray]) -> None:
     dow = (times // 86400 + 3) % 7
     out["hod_sin"], out["hod_cos"] = np.sin(2 * np.pi * hour / 24), np.cos(2 * np.pi * hour / 24)
     out["dow_sin"], out["dow_cos"] = np.sin(2 * np.pi * dow / 7), np.cos(2 * np.pi * dow / 7)
+    _market_calendar(times + HORIZON_MINUTES * 30, out)
+
+
+def _market_calendar(middle: IntArray, out: dict[str, FloatArray]) -> None:
+    """The forecast window's middle in New York wall-clock time (DST-aware, ``zoneinfo``):
+    time of day as sin and cos (``nyh_*``), 1 on a New York weekday (``ny_weekday``), and the
+    minutes since that day's 09:30 open (``ny_open_min``, negative before it; every day, the
+    weekday flag tells weekends apart). US macro releases and the equity open keep their New
+    York time when UTC moves by an hour at a DST change."""
+    local = middle + market_offset(middle)
+    minute = (local % 86400) // 60
+    hour = minute / 60
+    out["nyh_sin"], out["nyh_cos"] = np.sin(2 * np.pi * hour / 24), np.cos(2 * np.pi * hour / 24)
+    out["ny_weekday"] = ((local // 86400 + 3) % 7 < 5).astype(np.float64)
+    out["ny_open_min"] = (minute - MARKET_OPEN_MINUTE).astype(np.float64)
 
 
 def compute(d: Derived, rows: Rows) -> dict[str, FloatArray]:

@@ -49,6 +49,11 @@ MACD_FAST, MACD_SLOW, MACD_SIGNAL = 12, 26, 9
 EMA_LOOKBACK = 300
 """RSI and MACD run over exactly this many trailing minutes, seeded at the window's start, so
 their value does not depend on where a stream started ((25/27)^300 < 1e-10)."""
+MARKET_TZ = "America/New_York"
+MARKET_OPEN_MINUTE = 9 * 60 + 30
+"""US hours: crypto volatility peaks at US macro releases (08:30 New York) and the equity open
+(09:30), which move by an hour in UTC at each daylight-saving change; the ``ny_*`` calendar
+features give the forecast window's middle in New York time."""
 MIN_COVERAGE = 0.8
 """A window feature is undefined when fewer than this fraction of its minutes are present."""
 
@@ -79,6 +84,7 @@ def _names() -> tuple[str, ...]:
     names += ["lqv_60m", "qv_ratio_24h", "qv_z_24h"]
     names += [f"rsi_{RSI_PERIOD}", "macd", "macd_signal", "macd_hist"]
     names += ["hod_sin", "hod_cos", "dow_sin", "dow_cos"]
+    names += ["nyh_sin", "nyh_cos", "ny_weekday", "ny_open_min"]
     return tuple(names)
 
 
@@ -98,6 +104,7 @@ def _memory() -> dict[str, int]:
     memory |= {"qv_z_24h": VOLUME_BASELINE, f"rsi_{RSI_PERIOD}": RSI_PERIOD, "macd": MACD_SLOW}
     memory |= {"macd_signal": MACD_SLOW + MACD_SIGNAL, "macd_hist": MACD_SLOW + MACD_SIGNAL}
     memory |= {"hod_sin": 1440, "hod_cos": 1440, "dow_sin": 7 * 1440, "dow_cos": 7 * 1440}
+    memory |= {"nyh_sin": 1440, "nyh_cos": 1440, "ny_weekday": 7 * 1440, "ny_open_min": 1440}
     return {n: memory[n] for n in FEATURE_NAMES}
 
 
@@ -130,6 +137,7 @@ def _spec() -> dict[str, object]:
         "ema_lookback": EMA_LOOKBACK,
         "coverage": MIN_COVERAGE,
         "warmup": WARMUP_MINUTES,
+        "market": (MARKET_TZ, MARKET_OPEN_MINUTE),
     }
 
 

@@ -7,6 +7,8 @@ windows, no hourly aggregates. It is slow, so it checks a few rows of a gappy ra
 from __future__ import annotations
 
 import math
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -92,6 +94,7 @@ class Reference:
         self._seasonal(t, f, r2)
         self._volume(t, f)
         self._momentum(t, f)
+        self._new_york(t, f)
         for name in [n for n in f if n.startswith(("rv_", "har_", "pk_", "gk_", "rs_"))]:
             f[f"l{name}"] = math.log(f[name]) if f[name] > 0 else math.nan
         return f
@@ -125,6 +128,17 @@ class Reference:
         mean = sum(per_day) / len(per_day) if len(per_day) >= COVER * 6 else math.nan
         f["lsea_6d"] = 0.5 * math.log(mean) if mean > 0 else math.nan
         f["sea_ratio_6d"] = f["lsea_6d"] - 0.5 * math.log(f["har_24h"])
+
+    def _new_york(self, t: int, f: dict[str, float]) -> None:
+        """New York wall-clock time of the forecast window's middle, t + 30 min."""
+        local = datetime.fromtimestamp(t + 1800, tz=ZoneInfo("America/New_York"))
+        hour = local.hour + local.minute / 60
+        f["nyh_sin"], f["nyh_cos"] = (
+            math.sin(2 * math.pi * hour / 24),
+            math.cos(2 * math.pi * hour / 24),
+        )
+        f["ny_weekday"] = 1.0 if local.weekday() < 5 else 0.0
+        f["ny_open_min"] = local.hour * 60 + local.minute - (9 * 60 + 30)
 
     def _volume(self, t: int, f: dict[str, float]) -> None:
         qv = self.bar(lambda b: b.volumeto)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from services.common.features import featurize_many
@@ -87,3 +88,22 @@ def test_calendar(make_candles):
     sunday = featurize_many(make_candles(np.ones(2), start=MONDAY - 120)).iloc[0]
     assert sunday["dow_sin"] == pytest.approx(math.sin(2 * math.pi * 6 / 7))
     assert sunday["hod_cos"] == pytest.approx(math.cos(2 * math.pi * (28 / 60) / 24))  # 00:28
+
+
+@pytest.mark.parametrize(
+    ("utc", "weekday", "open_min"),
+    [
+        ("2024-11-01 13:00", 1.0, 0),  # Friday, EDT (UTC-4): the window's middle is 09:30
+        ("2024-11-04 13:00", 1.0, -60),  # Monday after the change to EST (UTC-5): 08:30
+        ("2024-11-04 14:00", 1.0, 0),  # the open moved to 14:30 UTC
+        ("2024-11-03 14:00", 0.0, 0),  # Sunday: same clock, not a weekday
+        ("2024-11-02 03:40", 0.0, -560),  # Friday 23:40 EDT + 30 min is Saturday 00:10
+    ],
+)
+def test_new_york_calendar_follows_daylight_saving(make_candles, utc, weekday, open_min):
+    t = int(pd.Timestamp(utc, tz="UTC").timestamp())
+    row = featurize_many(make_candles(np.ones(2), start=t - 60)).iloc[-1]
+    assert row["ny_weekday"] == weekday and row["ny_open_min"] == open_min
+    hour = (9.5 + open_min / 60) % 24
+    assert row["nyh_sin"] == pytest.approx(math.sin(2 * math.pi * hour / 24), abs=1e-12)
+    assert row["nyh_cos"] == pytest.approx(math.cos(2 * math.pi * hour / 24), abs=1e-12)

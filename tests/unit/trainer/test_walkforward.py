@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from trainer.dataset import Dataset
 from trainer.walkforward import quarter_dataset, quarters
@@ -26,3 +27,14 @@ def test_quarter_dataset_splits_and_embargo() -> None:
     assert valid.min() == v0 and valid.max() + 7200 <= q0 and (valid % 3600 != 0).any()
     assert train.max() + 7200 <= v0 and train.min() == t0
     assert set(f["split"]) == {"train", "valid", "test"}
+
+
+def test_quarter_option_takes_numbers_one_to_four() -> None:
+    import typer
+
+    from trainer.cli import _quarter_numbers
+
+    assert _quarter_numbers("4") == (4,) and _quarter_numbers("3, 1,3") == (1, 3)
+    for bad in ("", "5", "q4", "0,1"):
+        with pytest.raises(typer.BadParameter):
+            _quarter_numbers(bad)
