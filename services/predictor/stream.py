@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
@@ -214,16 +215,19 @@ class StreamWorker:
         tracked: list[Any] = []  # forecasts of the current champion's set, for live accuracy
         current = self.holder.models.champion
         by_champion: dict[int, tuple[ModelSet, list[np.ndarray]]] = {}
+        outcomes: Counter[str] = Counter()
+        reasons: Counter[str] = Counter()
+        scoring = m.prediction_latency.labels("stream")
         for result, models in backlog:
-            m.vectors.labels("scored").inc(sum(p.role == "champion" for p in result.predictions))
-            m.vectors.labels("cold").inc(result.cold)
-            m.vectors.labels("dead").inc(len(result.dead))
+            outcomes["scored"] += sum(p.role == "champion" for p in result.predictions)
+            outcomes["cold"] += result.cold
+            outcomes["dead"] += len(result.dead)
             for d in result.dead:
-                m.dead_letters.labels(d.reasons[0].code).inc()
+                reasons[d.reasons[0].code] += 1
                 log.warning("dead letter", extra=_dead_extra(d))
             if not result.predictions:
                 continue
-            m.prediction_latency.labels("stream").observe(result.scoring_s)
+            scoring.observe(result.scoring_s)
             preds.extend(result.predictions)
             if models.champion is None or models.champion is not current:
                 continue  # scored by a model swapped out since: not the new windows' business
@@ -231,6 +235,10 @@ class StreamWorker:
             if result.matrix is not None:
                 by_champion.setdefault(id(current), (models, []))[1].append(result.matrix)
                 tracked.extend(baseline_forecasts(models, result))
+        for outcome in ("scored", "cold", "dead"):
+            m.vectors.labels(outcome).inc(outcomes[outcome])
+        for code, n in reasons.items():
+            m.dead_letters.labels(code).inc(n)
         if not preds:
             return
         observe_predictions(m, preds)
@@ -253,16 +261,24 @@ def _dead_extra(d: Any) -> dict[str, Any]:
 
 
 def observe_predictions(m: PredictorMetrics, preds: list[Prediction]) -> None:
-    """Prediction gauges and the pipeline latencies (to publish, i.e. now)."""
+    """Prediction gauges and the pipeline latencies (to publish, i.e. now), summed per fold:
+    each gauge is set once (to its last value), each counter incremented once."""
+    latest: dict[tuple[str, str], float] = {}
+    close = m.pipeline_latency.labels("from_candle_close")
+    ingest = m.pipeline_latency.labels("from_ingest")
+    champions = 0
     for p in preds:
-        m.prediction_value.labels(p.symbol, p.role).set(p.rv)
+        latest[(p.symbol, p.role)] = p.rv
         if p.role != "champion":
             continue
-        m.predictions.labels("champion").inc()
-        m.pipeline_latency.labels("from_candle_close").observe(max(0.0, p.emitted_at - p.time - 60))
+        champions += 1
+        close.observe(max(0.0, p.emitted_at - p.time - 60))
         if p.ingested_at is not None:
-            m.pipeline_latency.labels("from_ingest").observe(max(0.0, p.emitted_at - p.ingested_at))
-    m.predictions.labels("shadow").inc(sum(p.role == "shadow" for p in preds))
+            ingest.observe(max(0.0, p.emitted_at - p.ingested_at))
+    for (symbol, role), rv in latest.items():
+        m.prediction_value.labels(symbol, role).set(rv)
+    m.predictions.labels("champion").inc(champions)
+    m.predictions.labels("shadow").inc(len(preds) - champions)
 
 
 def baseline_forecasts(models: ModelSet, result: BatchResult) -> list[BaselineForecast]:

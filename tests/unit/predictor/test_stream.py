@@ -81,7 +81,20 @@ async def test_stream_publishes_in_order_commits_everything_and_folds_the_bookke
     # every position was committed (once acked) and the bookkeeping of every batch folded in
     committed = await _committed(settings, worker.psettings.consumer_group)
     assert sum(committed.values()) == 180
-    assert worker.metrics.vectors.labels("scored")._value.get() == 180
+    m = worker.metrics
+    assert m.vectors.labels("scored")._value.get() == 180
+    assert m.predictions.labels("champion")._value.get() == 180  # summed per fold
+    assert m.predictions.labels("shadow")._value.get() == 0
+    close = m.registry.get_sample_value(
+        "pipeline_latency_seconds_count", {"stage": "from_candle_close"}
+    )
+    assert close == 180  # one observation per prediction
+    last = {
+        s: max((p for p in preds if p.symbol == s), key=lambda p: p.time)
+        for s in ["BTC", "ETH", "SOL"]
+    }
+    for s, p in last.items():  # each gauge holds its symbol's newest prediction
+        assert m.prediction_value.labels(s, "champion")._value.get() == p.rv
     champion = worker.holder.models.champion
     assert champion is not None and champion.drift.n == 180  # every vector reached the monitor
     assert len(worker.ring.query("BTC", limit=1000)) == 60
