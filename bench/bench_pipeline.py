@@ -265,7 +265,9 @@ def _symbol_time(value: bytes) -> tuple[str, int] | None:
     return (doc["symbol"], doc["time"]) if isinstance(doc, dict) and "symbol" in doc else None
 
 
-async def feed_and_time(settings: Any, steady: pd.DataFrame, rate: float, seconds: float) -> Timed:
+async def feed_and_time(
+    settings: Any, steady: pd.DataFrame, rate: float, seconds: float, warm_until: int
+) -> Timed:
     """Publish single-candle RawBatches at ``rate`` candles/s round-robin over the symbols (as
     live polling publishes: one small batch per symbol and minute, here much faster), and time
     each candle's champion prediction on arrival at a consumer of ``predictions``: arrival (this
@@ -273,15 +275,27 @@ async def feed_and_time(settings: Any, steady: pd.DataFrame, rate: float, second
     reads the record timestamps of the candle on ``ticks.clean`` and of its vector on
     ``features`` (stamped by the validator's and featurizer's producers; one machine, one
     clock), which split each latency into hops: publish → ticks.clean (validator), → features
-    (featurizer), → predictions (predictor), → arrival here (delivery)."""
+    (featurizer), → predictions (predictor), → arrival here (delivery). The feed starts once the
+    warm-up is through: a prediction at or after ``warm_until`` for every symbol, then nothing
+    for 3 s (a stage still working off the warm-up would time its backlog, not the path)."""
     consumer = kafka.make_consumer(
         TICKS_CLEAN, FEATURES, PREDICTIONS, group_id=None, settings=settings, fetch_max_wait_ms=5
     )
     await consumer.start()
     quiet_since, deadline = time.monotonic(), time.monotonic() + 600
-    while time.monotonic() - quiet_since < 3 and time.monotonic() < deadline:
-        if await consumer.getmany(timeout_ms=500, max_records=20_000):  # the warm-up draining
+    behind = set(steady["symbol"].unique())  # symbols whose last warm-up prediction is due
+    while (behind or time.monotonic() - quiet_since < 3) and time.monotonic() < deadline:
+        batch = await consumer.getmany(timeout_ms=500, max_records=20_000)
+        if batch:  # the warm-up draining
             quiet_since = time.monotonic()
+        for tp, records in batch.items():
+            if tp.topic == PREDICTIONS:
+                for r in records:
+                    p = orjson.loads(r.value)
+                    if p["time"] >= warm_until:
+                        behind.discard(p["symbol"])
+    if behind:
+        print(f"  warm-up not through after 600 s for {sorted(behind)}", flush=True)
     producer = kafka.make_producer(settings, linger_ms=0)
     await producer.start()
     sent: dict[tuple[str, int], float] = {}
@@ -361,7 +375,9 @@ def latency(
             pipe.volstream(f"warm-{s}", "ingest", "replay", "--file", str(warmup), "--symbol", s)
         asyncio.run(wait_for(pipe, "features", n_warm * len(SYMBOLS), timeout_s=600))
         with CpuWatch(lambda: stage_groups(pipe)) as cpu:
-            timed = asyncio.run(feed_and_time(pipe.settings, steady, rate=100, seconds=LATENCY_S))
+            last_hour = t0 - 3600  # of the warm-up (a gap may skip its very last minute)
+            feed = feed_and_time(pipe.settings, steady, 100, LATENCY_S, warm_until=last_hour)
+            timed = asyncio.run(feed)
     _merge(rss, peaks)
     lat = timed.total
     if lat.size:
