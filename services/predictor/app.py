@@ -78,10 +78,10 @@ def build_service(
     ring = PredictionRing(psettings.ring_size)
     worker = StreamWorker(settings, psettings, holder, ring, accuracy, metrics)
     side = SideConsumer(settings, psettings, holder, accuracy, metrics)
-    observe = metrics.prediction_latency.labels("rest").observe
-    return Service(
-        settings, psettings, metrics, holder, ring, accuracy, worker, side, PredictBatcher(observe)
+    batcher = PredictBatcher(
+        psettings.interval_level, metrics.prediction_latency.labels("rest").observe
     )
+    return Service(settings, psettings, metrics, holder, ring, accuracy, worker, side, batcher)
 
 
 @asynccontextmanager

@@ -4,6 +4,7 @@ HTTP metrics by route template, and a request body size limit (413)."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import orjson
 from starlette.exceptions import HTTPException
@@ -16,12 +17,14 @@ class HttpMetrics:
     """``http_requests_total{method,route,status}`` and ``http_request_duration_seconds``.
 
     ``route`` is the matched path template (``/predictions/latest``), or ``unmatched`` for
-    unknown paths, so the label set stays bounded.
+    unknown paths, so the label set stays bounded; the labelled children are looked up once per
+    label set (``labels()`` takes a lock and validates its arguments on every call).
     """
 
     def __init__(self, app: ASGIApp, metrics: PredictorMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -39,11 +42,20 @@ class HttpMetrics:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            method = scope["method"]
-            self.metrics.http_requests.labels(method, path, str(status)).inc()
-            self.metrics.http_duration.labels(method, path).observe(time.perf_counter() - t0)
+            key = (scope["method"], getattr(scope.get("route"), "path", "unmatched"), status)
+            children = self._children.get(key) or self._child(key)
+            children[0].inc()
+            children[1].observe(time.perf_counter() - t0)
+
+    def _child(self, key: tuple[str, str, int]) -> tuple[Any, Any]:
+        method, path, status = key
+        m = self.metrics
+        pair = (
+            m.http_requests.labels(method, path, str(status)),
+            m.http_duration.labels(method, path),
+        )
+        self._children[key] = pair
+        return pair
 
 
 class BodyLimit:

@@ -5,12 +5,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from services.common.features import HORIZON_MINUTES
 from services.common.schemas import SYMBOL_PATTERN, FeatureVector, Prediction, now
 from services.predictor.api import (
     MAX_TIME,
@@ -19,7 +17,6 @@ from services.predictor.api import (
     PredictRequest,
     predict_body_schema,
 )
-from services.predictor.core import feature_matrix, interval_bounds, to_predictions
 from services.predictor.routes.deps import ServiceDep
 
 router = APIRouter(tags=["predictions"])
@@ -134,8 +131,6 @@ async def predict(request: Request) -> Response:
             for n in missing
         ]
         return JSONResponse({"detail": detail}, status_code=422)
-    row = feature_matrix([req.features], b.feature_names)[0]
-    log_rv = await service.batcher.submit(model, row)
     fv = FeatureVector.model_construct(
         symbol=req.symbol,
         time=req.time if req.time is not None else int(now()) // 60 * 60,
@@ -145,8 +140,5 @@ async def predict(request: Request) -> Response:
         ingested_at=None,
         emitted_at=now(),
     )
-    level = service.psettings.interval_level
-    scored = np.array([log_rv])
-    bounds = interval_bounds(b, scored, row[None, :], level)
-    pred = to_predictions([fv], scored, b, "champion", HORIZON_MINUTES, bounds, level)[0]
+    pred = await service.batcher.submit(model, fv)
     return Response(pred.to_bytes(), media_type=JSON)
