@@ -348,3 +348,48 @@ async def test_dead_letters_once_when_a_crash_replays_the_poll(settings: Setting
     assert v.validator.letters.skipped == 7  # the last run judged all 7 again and sent none
     clean = await read_all(settings, TICKS_CLEAN, expect=6 * 299)
     assert len(clean) == 6 * 299 and set(times_of(clean).values()) == {1}
+
+
+async def test_a_poll_does_not_wait_for_earlier_acks_and_commits_only_after_them(
+    settings: Settings,
+) -> None:
+    """Publish and move on: a poll is judged and published while an earlier poll's outputs are
+    still unacked; nothing is committed past the unacked one; its failure stops the next poll."""
+    await kafka.ensure_topics(settings)
+    validator = Validator(
+        settings,
+        ValidatorSettings(metrics_port=0),
+        ValidatorMetrics(CollectorRegistry()),
+        lambda: NOW,
+    )
+    await validator.start()
+    try:
+        assert validator.committer is not None
+
+        async def poll() -> None:
+            async with asyncio.timeout(30):
+                while not await validator.step():
+                    pass
+
+        await produce(settings, [(b"BTC", good(T, 3).to_bytes())])
+        await poll()  # the symbol's marks are read back once, with nothing in flight
+        await validator.settle()
+        never = asyncio.get_running_loop().create_future()  # an ack that does not come
+        await validator.committer.submit([never], {0: 1})
+        tp = TopicPartition(TICKS_RAW, partition_for(b"BTC", settings.topic_partitions))
+        committed = await validator.consumer.committed(tp)
+        assert committed == 1  # the first poll, acked
+        await produce(settings, [(b"BTC", good(T + 180, 3).to_bytes())])
+        await poll()  # not held by the unacked poll
+        clean = await read_all(settings, TICKS_CLEAN, expect=6, idle_s=0.5, timeout_s=30)
+        assert len(clean) == 6  # published (and acked) behind the unacked one
+        assert await validator.consumer.committed(tp) == 1  # but not committed past it
+        never.set_exception(RuntimeError("broker said no"))
+        await asyncio.sleep(0.1)
+        with pytest.raises(RuntimeError, match="broker said no"):
+            await validator.step()
+    finally:
+        validator.committer = None
+        await validator.consumer.stop()
+        await validator.producer.stop()
+        await validator.marks.reader.stop()
