@@ -172,19 +172,24 @@ def scoring(out: Path) -> list[dict[str, Any]]:
     """XGBoost inplace_predict per row: one row per call vs 100 rows per call."""
     import numpy as np
 
+    from services.common.adaptive_intervals import AdaptiveIntervals
+    from services.common.schemas import FeatureVector
     from services.predictor.core import interval_bounds, score
 
     bundle = load_model(out)
     rows = np.array(json.loads((out / "rows.json").read_text()), dtype=np.float64)
     one, batch = rows[:1], rows[:100]
+    adaptive = AdaptiveIntervals(bundle.intervals, 0.8)  # the stream's path: live calibration
+    minute = iter(range(0, 10**9, 60))
 
     def median_s(x: np.ndarray, n: int, intervals: bool = False) -> float:
         times = []
         for _ in range(n):
+            vecs = [FeatureVector.model_construct(symbol="BTC", time=next(minute)) for _ in x]
             t = time.perf_counter()
             log_rv = score(bundle, x)
             if intervals:  # what the scoring core adds for rv_lo / rv_hi
-                interval_bounds(bundle, log_rv, x, 0.8)
+                interval_bounds(bundle, log_rv, x, 0.8, adaptive, vecs)
             times.append(time.perf_counter() - t)
         return float(np.median(times))
 

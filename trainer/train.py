@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from services.common import intervals, registry
+from services.common.adaptive_intervals import AdaptiveIntervals, replay
 from services.common.features import HORIZON_MINUTES
 from services.common.registry import ModelBundle
 from services.common.settings import Settings
@@ -68,11 +69,26 @@ def score_frame(
     report = build_report(y, preds, biases, level_24h)
     forecasts = pd.DataFrame({"time": frame["time"].to_numpy(), "y": y, **preds})
     if calibration:
-        log_rv = adjusted(model_pred, model_bias)
-        lo, hi = intervals.bounds(calibration, log_rv, frame[calibration["feature"]], level)
+        lo, hi = replay_intervals(frame, adjusted(model_pred, model_bias), calibration, level)
         report["interval"] = interval_report(y, lo, hi, level, regimes(level_24h))
         forecasts["rv_lo"], forecasts["rv_hi"] = lo, hi
     return report, forecasts
+
+
+def replay_intervals(
+    frame: pd.DataFrame, log_rv: np.ndarray, calibration: dict[str, Any], level: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The intervals the live predictor would have published on ``frame`` (time-ordered rows):
+    the adaptive calibration replayed from the validation state, each full-hour row teaching
+    once its target is known (:mod:`services.common.adaptive_intervals`)."""
+    aci = AdaptiveIntervals(calibration, level, horizon_s=60 * HORIZON_MINUTES)
+    return replay(
+        aci,
+        frame["time"].to_numpy(),
+        log_rv,
+        frame[calibration["feature"]].to_numpy(dtype=np.float64),
+        frame["y"].to_numpy(),
+    )
 
 
 def adjusted(raw: np.ndarray, bias: float) -> np.ndarray:

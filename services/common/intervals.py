@@ -31,6 +31,9 @@ DEFAULT_LEVEL = 0.8
 REGIME_FEATURE = "lrv_1440m"
 """The trailing 24 h RV: the evaluation's regime variable, known at the origin."""
 REGIME_BINS = 3
+ADAPT_GAMMA = 0.01
+"""Step of the adaptive calibration recorded with each new calibration
+(:mod:`services.common.adaptive_intervals`; docs/model.md says how it was chosen)."""
 PROBS = tuple(round(p, 4) for p in np.linspace(0.0, 1.0, 401))
 """Probability grid of the stored residual quantiles (step 0.0025)."""
 
@@ -40,11 +43,13 @@ def calibrate(
     level: np.ndarray,
     bins: int = REGIME_BINS,
     feature: str = REGIME_FEATURE,
+    gamma: float = ADAPT_GAMMA,
 ) -> dict[str, Any]:
     """The calibration document (plain JSON) from out-of-sample residuals and regime values.
 
     Keys: ``feature``, ``cuts`` (``bins - 1`` inner edges), ``probs``, ``quantiles`` (one list
-    per bin, then the pooled one last) and ``n`` (residuals behind each list).
+    per bin, then the pooled one last), ``n`` (residuals behind each list) and ``gamma`` (the
+    live adaptation's step).
     """
     e, z = np.asarray(residuals, dtype=np.float64), np.asarray(level, dtype=np.float64)
     ok = np.isfinite(e)
@@ -61,6 +66,7 @@ def calibrate(
         "probs": list(PROBS),
         "quantiles": [[float(v) for v in np.quantile(g if len(g) else e, probs)] for g in groups],
         "n": [len(g) for g in groups],
+        "gamma": gamma,
     }
 
 

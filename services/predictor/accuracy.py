@@ -316,6 +316,13 @@ class Adwin:
         self.drift_detected = bool(self._window.update(x))
 
 
+class Learner(Protocol):
+    """What learns from resolved predictions besides the accuracy windows
+    (``services.predictor.calibration.IntervalLearner``)."""
+
+    def observe(self, resolved: Iterable[Resolved]) -> int: ...
+
+
 class LiveAccuracy:
     """Per-role rolling accuracy plus ADWIN on the champion's absolute log error.
 
@@ -332,6 +339,7 @@ class LiveAccuracy:
         self.min_fill = min(min_fill, window)
         self.roles: dict[str, RollingAccuracy] = {}
         self._adwin = Adwin()
+        self.learner: Learner | None = None  # the adaptive interval calibration, when wired
 
     def reset(self) -> None:
         """Empty every window and drop pending predictions; keeps the closes seen."""
@@ -346,6 +354,9 @@ class LiveAccuracy:
     def observe(self, resolved: Iterable[Resolved]) -> int:
         """Fold resolved predictions in; returns how many concept drifts ADWIN detected."""
         drifts = 0
+        resolved = list(resolved)
+        if self.learner is not None:
+            self.learner.observe(resolved)
         for r in resolved:
             p = r.prediction
             roll = self.roles.setdefault(p.role, RollingAccuracy(self.window))

@@ -21,6 +21,7 @@ from services.common.features import HORIZON_MINUTES
 from services.common.settings import Settings
 from services.predictor.accuracy import LiveAccuracy
 from services.predictor.batcher import PredictBatcher
+from services.predictor.calibration import IntervalLearner
 from services.predictor.metrics import PredictorMetrics
 from services.predictor.middleware import BodyLimit, HttpMetrics
 from services.predictor.models import MlflowRegistry, ModelHolder, Registry
@@ -74,7 +75,10 @@ def build_service(
         psettings.psi_min_spans,
         psettings.psi_threshold,
         on_new_champion=accuracy.reset,
+        interval_level=psettings.interval_level,
+        interval_store=settings.var_dir / "predictor" / "intervals",
     )
+    accuracy.learner = IntervalLearner(holder, holder.interval_store, psettings.interval_level)
     ring = PredictionRing(psettings.ring_size)
     worker = StreamWorker(settings, psettings, holder, ring, accuracy, metrics)
     side = SideConsumer(settings, psettings, holder, accuracy, metrics)

@@ -107,5 +107,6 @@ class PredictBatcher:
         log_rv = score(b, matrix)
         if self._observe:
             self._observe(time.perf_counter() - t0)
-        bounds = interval_bounds(b, log_rv, matrix, self.level)
+        # the live adaptive calibration, read only: a request's time is the caller's choice
+        bounds = interval_bounds(b, log_rv, matrix, self.level, model.intervals, vectors, False)
         return to_predictions(vectors, log_rv, b, "champion", HORIZON_MINUTES, bounds, self.level)

@@ -20,8 +20,10 @@ import numpy as np
 import orjson
 
 from services.common import intervals
+from services.common.adaptive_intervals import AdaptiveIntervals
 from services.common.errors import SchemaError
 from services.common.schemas import DeadLetter, DeadLetterReason, FeatureVector, Prediction, now
+from services.predictor.calibration import adaptive_bounds
 
 STAGE = "predictor"
 
@@ -164,14 +166,24 @@ def score(bundle: Bundle, matrix: np.ndarray) -> np.ndarray:
 
 
 def interval_bounds(
-    bundle: Bundle, log_rv: np.ndarray, matrix: np.ndarray, level: float
+    bundle: Bundle,
+    log_rv: np.ndarray,
+    matrix: np.ndarray,
+    level: float,
+    adaptive: AdaptiveIntervals | None = None,
+    vectors: Sequence[FeatureVector] = (),
+    learn: bool = True,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """``(rv_lo, rv_hi)`` of each scored row from the bundle's interval calibration, binned by
-    the regime feature in ``matrix`` (the bundle's column order); None without a calibration."""
+    the regime feature in ``matrix`` (the bundle's column order); None without a calibration.
+    With the model's ``adaptive`` state (and the rows' ``vectors``), the live adaptive
+    calibration (``learn=False``: read it without remembering the rows)."""
     cal = getattr(bundle, "intervals", None)
     if not cal or not len(log_rv) or cal["feature"] not in bundle.feature_names:
         return None
     column = matrix[:, bundle.feature_names.index(cal["feature"])]
+    if adaptive is not None and len(vectors) == len(log_rv):
+        return adaptive_bounds(adaptive, vectors, log_rv, column, learn)
     return intervals.bounds(cal, log_rv, column, level)
 
 
@@ -279,16 +291,18 @@ def process(
     challenger: Bundle | None,
     horizon: int = 60,
     level: float = intervals.DEFAULT_LEVEL,
+    adaptive: tuple[AdaptiveIntervals | None, AdaptiveIntervals | None] = (None, None),
 ) -> BatchResult:
-    """Score a micro-batch: champion predictions (with their ``level`` interval), shadow ones,
-    dead letters, cold count."""
+    """Score a micro-batch: champion predictions (with their ``level`` interval, from the
+    champion's and challenger's ``adaptive`` states when given), shadow ones, dead letters,
+    cold count."""
     warm, out = triage(records, champion)
     if not warm:
         return out
     out.matrix = feature_matrix([fv.features for fv in warm], champion.feature_names)
     t0 = time.perf_counter()
     log_rv = score(champion, out.matrix)
-    bounds = interval_bounds(champion, log_rv, out.matrix, level)
+    bounds = interval_bounds(champion, log_rv, out.matrix, level, adaptive[0], warm)
     out.scoring_s = time.perf_counter() - t0
     out.predictions = to_predictions(warm, log_rv, champion, "champion", horizon, bounds, level)
     if challenger is not None:
@@ -296,6 +310,6 @@ def process(
         out.shadow_skipped = len(warm) - len(ok)
         matrix = feature_matrix([fv.features for fv in ok], challenger.feature_names)
         shadow = score(challenger, matrix)
-        bounds = interval_bounds(challenger, shadow, matrix, level)
+        bounds = interval_bounds(challenger, shadow, matrix, level, adaptive[1], ok)
         out.predictions += to_predictions(ok, shadow, challenger, "shadow", horizon, bounds, level)
     return out

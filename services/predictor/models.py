@@ -13,12 +13,16 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
+from services.common.adaptive_intervals import AdaptiveIntervals
 from services.common.errors import ModelError
+from services.common.intervals import DEFAULT_LEVEL
 from services.common.registry import ModelBundle
 from services.common.settings import Settings
 from services.predictor.accuracy import HarSeasonal
+from services.predictor.calibration import live_intervals
 from services.predictor.drift import DriftMonitor, limits_of, monitor_for
 from services.predictor.metrics import PredictorMetrics
 
@@ -73,13 +77,15 @@ class StaticRegistry:
 class LoadedModel:
     """A bundle in service, with its data-drift monitor and its HAR-seasonal baseline.
 
-    A reload of the *same* version (``force``) gets a new bundle but keeps the monitor, so the
-    drift windows and their series carry on; a new version starts a fresh monitor."""
+    A reload of the *same* version (``force``) gets a new bundle but keeps the monitor and the
+    adaptive interval state, so the drift windows and the calibration carry on; a new version
+    starts afresh (:mod:`services.predictor.calibration`)."""
 
     bundle: ModelBundle
     drift: DriftMonitor
     loaded_at: float
     baseline: HarSeasonal | None = None
+    intervals: AdaptiveIntervals | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,8 @@ class ModelHolder:
         psi_min_spans: int = 4,
         psi_threshold: float = 0.2,
         on_new_champion: Any = None,
+        interval_level: float = DEFAULT_LEVEL,
+        interval_store: Path | None = None,
     ) -> None:
         self.registry = registry
         self.metrics = metrics
@@ -110,6 +118,7 @@ class ModelHolder:
         self.psi_min_spans = psi_min_spans
         self.psi_threshold = psi_threshold
         self.on_new_champion = on_new_champion  # called when the champion's version changes
+        self.interval_level, self.interval_store = interval_level, interval_store
         self.models = ModelSet()
         self.last_error: str | None = None
         self.last_reload_at: float | None = None
@@ -147,10 +156,11 @@ class ModelHolder:
         bundle = await asyncio.to_thread(self.registry.load, version)
         bundle.booster.set_param({"nthread": 1})  # single-row overhead: 1 thread is fastest
         if current is not None and current.bundle.version == version:
-            drift = current.drift  # same model: its windows stay valid
+            drift, adaptive = current.drift, current.intervals  # same model: still valid
         else:
             drift = self._monitor(bundle)
-        return LoadedModel(bundle, drift, time.time(), baseline_of(bundle))
+            adaptive = live_intervals(bundle, self.interval_level, self.interval_store)
+        return LoadedModel(bundle, drift, time.time(), baseline_of(bundle), adaptive)
 
     def _monitor(self, bundle: Any) -> DriftMonitor:
         limits = limits_of(bundle, self.psi_window, self.psi_threshold, self.psi_min_spans)

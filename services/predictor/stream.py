@@ -185,7 +185,9 @@ class StreamWorker:
         assert models.champion is not None  # run() waits for it
         challenger = models.challenger.bundle if models.challenger else None
         level = self.psettings.interval_level
-        args = (records, models.champion.bundle, challenger, HORIZON_MINUTES, level)
+        shadow_iv = models.challenger.intervals if models.challenger else None
+        adaptive = (models.champion.intervals, shadow_iv)
+        args = (records, models.champion.bundle, challenger, HORIZON_MINUTES, level, adaptive)
         if len(records) <= INLINE_MAX:
             result = process(*args)
         else:
