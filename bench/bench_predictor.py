@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
@@ -87,8 +88,6 @@ def load_model(out: Path) -> Any:
 
 def payload(out: Path, i: int = -1) -> dict[str, Any]:
     """A /predict body from a real feature row of the test split."""
-    import math
-
     from services.common.features import FEATURE_VERSION
 
     names = json.loads((out / "feature_names.json").read_text())
@@ -247,12 +246,30 @@ def parse_wrk(text: str) -> dict[str, float]:
     }
 
 
-def run_wrk(wrk: str, url: str, script: Path | None = None) -> dict[str, float]:
-    """Warm up for 2 s, then measure for DURATION_S at CONCURRENCY connections."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(wrk: str, url: str, pid: int, script: Path | None = None) -> dict[str, float]:
+    """Warm up for 2 s, then measure for DURATION_S at CONCURRENCY connections; with the
+    server's CPU per request (``pid``'s CPU over the run / requests) and the load average."""
     extra = ["-s", str(script)] if script else []
     subprocess.run([wrk, "-t1", f"-c{CONCURRENCY}", "-d2s", *extra, url], capture_output=True)
     cmd = [wrk, "-t1", f"-c{CONCURRENCY}", f"-d{DURATION_S}s", "--latency", *extra, url]
-    return parse_wrk(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    cpu0 = cpu_seconds(pid)
+    stats = parse_wrk(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    stats["cpu_us_per_request"] = (cpu_seconds(pid) - cpu0) / (stats["rps"] * DURATION_S) * 1e6
+    stats["load1"] = os.getloadavg()[0]
+    return stats
+
+
+def idle_cpu(pid: int, seconds: float = 4.0) -> float:
+    """Cores a server uses with no HTTP load (the predictor: its stream loop at FEED_RATE)."""
+    cpu0 = cpu_seconds(pid)
+    time.sleep(seconds)
+    return (cpu_seconds(pid) - cpu0) / seconds
 
 
 class Server:
@@ -290,12 +307,24 @@ class Server:
             stop_process_group(self.proc)
 
 
+def rest_batches(base: str) -> float:
+    """Mean rows per XGBoost call of ``/predict`` so far, from the predictor's own metrics."""
+    text = httpx.get(f"{base}/metrics", timeout=10).text
+    requests = re.search(
+        r'^http_requests_total{method="POST",route="/predict",status="200"} (\S+)', text, re.M
+    )
+    calls = re.search(r'^prediction_latency_seconds_count{path="rest"} (\S+)', text, re.M)
+    return float(requests.group(1)) / float(calls.group(1)) if requests and calls else math.nan
+
+
 def http_figures(name: str, stats: dict[str, float]) -> list[dict[str, Any]]:
     return [
         figure(f"{name}: p50", stats["p50_ms"], "ms"),
         figure(f"{name}: p99", stats["p99_ms"], "ms"),
         figure(f"{name}: throughput", stats["rps"], "req/s"),
         figure(f"{name}: non-2xx responses", stats["non_2xx"], "count", target="0"),
+        figure(f"{name}: server CPU per request", stats["cpu_us_per_request"], "us"),
+        figure(f"{name}: load average (1 min) after the run", stats["load1"], ""),
     ]
 
 
@@ -323,15 +352,25 @@ def main() -> dict[str, Any]:
             # the same steady feed runs under both servers: they share the 2 cores with it
             with Server("feed", str(out), bootstrap=broker.bootstrap).running():
                 with Server("bare") as s:
-                    bare = run_wrk(wrk, f"http://127.0.0.1:{s.port}/")
+                    bare = run_wrk(wrk, f"http://127.0.0.1:{s.port}/", s.proc.pid)
                 with Server("predictor", str(out), bootstrap=broker.bootstrap) as s:
                     time.sleep(6)  # the stream loop joins its group and starts consuming
+                    stream_cores = idle_cpu(s.proc.pid)
                     base = f"http://127.0.0.1:{s.port}"
-                    latest = run_wrk(wrk, f"{base}/predictions/latest?symbol=BTC")
-                    predict = run_wrk(wrk, f"{base}/predict", post)
+                    latest = run_wrk(wrk, f"{base}/predictions/latest?symbol=BTC", s.proc.pid)
+                    predict = run_wrk(wrk, f"{base}/predict", s.proc.pid, post)
+                    batches = rest_batches(base)
             settings = Settings(kafka_bootstrap_servers=broker.bootstrap)
             streamed = len(asyncio.run(read_topic(settings, PREDICTIONS, idle_s=1.0)))
     figures.append(figure("stream loop: predictions published while serving", streamed, ""))
+    figures.append(
+        figure(
+            "predictor CPU with no HTTP load (its stream loop at 100 vectors/s)",
+            stream_cores * 1e3,
+            "ms/s",
+        )
+    )
+    figures.append(figure("POST /predict: mean rows per XGBoost call", batches, "rows"))
     figures += http_figures("bare GET /", bare)
     figures += http_figures("GET /predictions/latest", latest)
     figures += http_figures("POST /predict", predict)

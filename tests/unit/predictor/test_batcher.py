@@ -43,11 +43,13 @@ def body(vec) -> dict:
     }
 
 
-def alone(bundle, vec) -> tuple[float, float, float]:
-    """``(log_rv, rv_lo, rv_hi)`` of one vector scored in a call of its own."""
+def alone(model, vec) -> tuple[float, float, float]:
+    """``(log_rv, rv_lo, rv_hi)`` of one vector scored in a call of its own (the interval from
+    the model's live calibration, read only, as ``/predict`` reads it)."""
+    bundle = model.bundle
     row = feature_matrix([vec.features], bundle.feature_names)
     log_rv = score(bundle, row)
-    bounds = interval_bounds(bundle, log_rv, row, LEVEL)
+    bounds = interval_bounds(bundle, log_rv, row, LEVEL, model.intervals, [vec], False)
     assert bounds is not None
     return float(log_rv[0]), float(bounds[0][0]), float(bounds[1][0])
 
@@ -71,11 +73,12 @@ async def test_concurrent_calls_get_their_own_results(client, service, calm_feat
     # scored together: far fewer XGBoost calls than requests
     calls = flushes((await client.get("/metrics")).text)
     assert 1 <= calls <= len(vecs) / 8
-    b = service.holder.models.champion.bundle
+    champion = service.holder.models.champion
+    b = champion.bundle
     for vec, answer in zip(vecs, answers, strict=True):
         got = answer.json()
         assert (got["symbol"], got["time"]) == (vec.symbol, vec.time)
-        log_rv, lo, hi = alone(b, vec)  # batch == single within float32 scoring precision
+        log_rv, lo, hi = alone(champion, vec)  # batch == single within float32 scoring precision
         assert got["log_rv"] == pytest.approx(log_rv, rel=1e-6, abs=1e-6)
         assert (got["rv_lo"], got["rv_hi"]) == pytest.approx((lo, hi), rel=1e-6)
         assert got["interval_level"] == LEVEL and got["model_version"] == b.version
@@ -99,11 +102,12 @@ async def test_errors_stay_per_request(client, service, calm_features, to_vector
     assert codes == [200, 422, 200, 409, 200, 422, *[200] * 6]
     assert answers[1].json()["detail"][0]["loc"] == ["body", "features", "rv_5m"]
     assert answers[5].json()["detail"][0]["loc"] == ["body", "features", "lrv_60m"]
-    b = service.holder.models.champion.bundle
+    champion = service.holder.models.champion
     for vec, answer, code in zip(vecs, answers, codes, strict=True):
         if code == 200:
             assert answer.json()["time"] == vec.time
-            assert answer.json()["log_rv"] == pytest.approx(alone(b, vec)[0], rel=1e-6, abs=1e-6)
+            log_rv = alone(champion, vec)[0]
+            assert answer.json()["log_rv"] == pytest.approx(log_rv, rel=1e-6, abs=1e-6)
 
 
 async def test_each_model_scores_its_own_requests(
@@ -129,7 +133,7 @@ async def test_each_model_scores_its_own_requests(
             continue
         assert not isinstance(result, BaseException), result
         assert result.model_version == model.bundle.version and result.time == vec.time
-        assert result.log_rv == pytest.approx(alone(model.bundle, vec)[0], rel=1e-6, abs=1e-6)
+        assert result.log_rv == pytest.approx(alone(model, vec)[0], rel=1e-6, abs=1e-6)
     v1 = [r.log_rv for m, r in zip(models, results, strict=True) if m is champion]
     v2 = [r.log_rv for m, r in zip(models, results, strict=True) if m is other]
     assert not np.allclose(v1, v2)  # the two models really differ
