@@ -103,8 +103,8 @@ class DenseScorer:
     def __init__(self, booster: Any) -> None:
         from xgboost import core as xgb_core
 
-        self.booster = booster  # keeps the handle alive
         self._lib, self._check = xgb_core._LIB, xgb_core._check_call
+        # the handle only: a reference to the booster would keep it (the cache's key) alive
         self._handle = booster.handle
         self._config = xgb_core.make_jcargs(
             type=0,  # value, not margin
@@ -146,7 +146,8 @@ class DenseScorer:
         return np.add(np.ctypeslib.as_array(preds, shape=(n,)), offset, dtype=np.float64)
 
 
-#: One scorer per booster, made on first use (a reload brings a new booster).
+#: One scorer per booster, made on first use (a reload brings a new booster); an entry goes
+#: with its booster, which callers hold (in their bundle) while they score.
 _scorers: weakref.WeakKeyDictionary[Any, DenseScorer] = weakref.WeakKeyDictionary()
 
 

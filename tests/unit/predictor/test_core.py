@@ -105,3 +105,20 @@ def test_dense_scorer_gives_inplace_predict_exactly(calm_features, bundle) -> No
     bias = 0.5 * math.log(bundle.bias_factor)
     expected = bundle.booster.inplace_predict(x).astype(np.float64) + bias
     np.testing.assert_array_equal(score(bundle, x), expected)
+
+
+def test_a_scorer_goes_with_its_booster(calm_features, bundle) -> None:
+    """Reloads must not pile up boosters: the scorer cache does not keep its key alive."""
+    import gc
+
+    import xgboost as xgb
+
+    from services.predictor import core
+
+    booster = xgb.Booster(model_file=bundle.booster.save_raw())
+    x = calm_features[list(FEATURE_NAMES)].to_numpy(dtype=np.float64)[-1:]
+    core.scorer_of(booster)(x)
+    before = len(core._scorers)
+    del booster
+    gc.collect()
+    assert len(core._scorers) == before - 1
