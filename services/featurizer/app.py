@@ -35,9 +35,12 @@ from services.featurizer.settings import FeaturizerSettings
 
 log = logging.getLogger(__name__)
 
-#: Handovers (chunks of up to ``batch_size`` records) queued for the agent before Faust pauses
-#: fetching the partition; the records fetched but not processed stay below a few batches.
-HANDOVERS_BUFFERED = 8
+#: Handovers queued for the agent (Faust's ``stream_buffer_maxsize``). Faust stops handing a
+#: partition over once 80 % of this is queued, and live, while a batch is processed, every
+#: fetch queues a chunk of one or a few candles: 8 paused partitions under load and doubled the
+#: latency (see ``transport.DRAIN_TIMEOUT_S``). Under a backlog chunks hold ``batch_size``
+#: records, so this also bounds the records held in memory (~25 batches).
+HANDOVERS_BUFFERED = 32
 
 
 class FeaturizerApp(faust.App):
