@@ -4,6 +4,7 @@ broker, real feature vectors computed by the shared feature code from real candl
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import signal
@@ -163,6 +164,7 @@ async def test_replayed_week_one_prediction_per_warm_vector(
         "PREDICTOR_PORT": str(port),
         "PREDICTOR_MODEL_WAIT_S": "1",
         "PREDICTOR_REALIZED_OFFSET_RESET": "earliest",
+        "VAR_DIR": str(tmp_path / "var"),
     }
     proc = start_predictor(env, tmp_path / "predictor.log")
     base = f"http://127.0.0.1:{port}"
@@ -228,6 +230,9 @@ async def test_replayed_week_one_prediction_per_warm_vector(
                 warm_times
             )
             assert metric(text, "data_drift_ratio") is not None
+            # the resolved full hours taught the champion's adaptive interval state, kept on disk
+            states = list((tmp_path / "var" / "predictor" / "intervals").glob(f"*-v{version}-*"))
+            assert len(states) == 1 and "BTC" in json.loads(states[0].read_text())
     finally:
         rc = stop_process(proc)
     assert rc == 0, (tmp_path / "predictor.log").read_text()[-3000:]
