@@ -307,6 +307,26 @@ class Server:
             stop_process_group(self.proc)
 
 
+def scored(base: str) -> float:
+    """Vectors the predictor's stream loop has scored so far (its own metrics)."""
+    text = httpx.get(f"{base}/metrics", timeout=10).text
+    m = re.search(r'^predictor_vectors_total{outcome="scored"} (\S+)', text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def wait_steady(base: str, timeout_s: float = 120.0) -> None:
+    """Until the stream loop has joined its group and caught up with the feed (two seconds in
+    a row scoring about FEED_RATE vectors): the figures are of the steady state, not of the
+    backlog the feed built while the predictor started."""
+    deadline, calm, last = time.monotonic() + timeout_s, 0, scored(base)
+    while time.monotonic() < deadline and calm < 2:
+        time.sleep(1.0)
+        now = scored(base)
+        calm = calm + 1 if 0 < now - last <= 1.5 * FEED_RATE else 0
+        last = now
+    assert calm >= 2, "the predictor's stream loop did not reach the feed's steady rate"
+
+
 def rest_batches(base: str) -> float:
     """Mean rows per XGBoost call of ``/predict`` so far, from the predictor's own metrics."""
     text = httpx.get(f"{base}/metrics", timeout=10).text
@@ -354,7 +374,7 @@ def main() -> dict[str, Any]:
                 with Server("bare") as s:
                     bare = run_wrk(wrk, f"http://127.0.0.1:{s.port}/", s.proc.pid)
                 with Server("predictor", str(out), bootstrap=broker.bootstrap) as s:
-                    time.sleep(6)  # the stream loop joins its group and starts consuming
+                    wait_steady(f"http://127.0.0.1:{s.port}")
                     stream_cores = idle_cpu(s.proc.pid)
                     base = f"http://127.0.0.1:{s.port}"
                     latest = run_wrk(wrk, f"{base}/predictions/latest?symbol=BTC", s.proc.pid)
