@@ -181,21 +181,23 @@ def scoring(out: Path) -> list[dict[str, Any]]:
     adaptive = AdaptiveIntervals(bundle.intervals, 0.8)  # the stream's path: live calibration
     minute = iter(range(0, 10**9, 60))
 
-    def median_s(x: np.ndarray, n: int, intervals: bool = False) -> float:
-        times = []
+    def medians_s(x: np.ndarray, n: int) -> tuple[float, float]:
+        """Median time to score ``x``, and to score it with intervals: the two interleaved,
+        call by call, so a change of load between them cannot skew their ratio."""
+        plain, with_iv = [], []
         for _ in range(n):
             vecs = [FeatureVector.model_construct(symbol="BTC", time=next(minute)) for _ in x]
             t = time.perf_counter()
+            score(bundle, x)
+            plain.append(time.perf_counter() - t)
+            t = time.perf_counter()
             log_rv = score(bundle, x)
-            if intervals:  # what the scoring core adds for rv_lo / rv_hi
-                interval_bounds(bundle, log_rv, x, 0.8, adaptive, vecs)
-            times.append(time.perf_counter() - t)
-        return float(np.median(times))
+            interval_bounds(bundle, log_rv, x, 0.8, adaptive, vecs)  # what rv_lo / rv_hi add
+            with_iv.append(time.perf_counter() - t)
+        return float(np.median(plain)), float(np.median(with_iv))
 
-    single = median_s(one, 2000)
-    per_row = median_s(batch, 300) / len(batch)
-    single_iv = median_s(one, 2000, intervals=True)
-    per_row_iv = median_s(batch, 300, intervals=True) / len(batch)
+    single, single_iv = medians_s(one, 2000)
+    per_row, per_row_iv = (s / len(batch) for s in medians_s(batch, 300))
     return [
         figure(
             "scoring with intervals: single row, extra",

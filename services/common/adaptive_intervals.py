@@ -25,9 +25,9 @@ cannot change an interval. Updates are applied in time order when a prediction n
 >>> aci = AdaptiveIntervals(cal, level=0.8, gamma=0.05)
 >>> for h in range(300):  # the errors are now half as wide as on validation
 ...     t = 3600 * h
-...     _ = aci.predict_many("BTC", np.array([t]), np.zeros(1), np.zeros(1))
+...     _ = aci.predict_many("BTC", [t], np.zeros(1), np.zeros(1))
 ...     _ = aci.learn_one("BTC", t, 0.5 * rng.normal())
->>> lo, hi = aci.predict_many("BTC", np.array([3600 * 301]), np.zeros(1), np.zeros(1))
+>>> lo, hi = aci.predict_many("BTC", [3600 * 301], np.zeros(1), np.zeros(1))
 >>> round(float(np.log(hi[0])), 1), aci.updates("BTC")  # static: 1.3; the new 90 %: 0.64
 (0.7, 300)
 """
@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,7 +60,7 @@ class _Symbol:
     updates: int = 0
     issued: OrderedDict[int, tuple[int, float, float]] = field(default_factory=OrderedDict)
     due: deque[tuple[int, int, int, int]] = field(default_factory=deque)  # t, bin, miss lo, hi
-    offsets: tuple[np.ndarray, np.ndarray] | None = None  # cached log offsets per bin
+    offsets: np.ndarray | None = None  # cached log offsets per bin (lower, upper)
 
 
 class AdaptiveIntervals:
@@ -99,33 +100,41 @@ class AdaptiveIntervals:
         return s
 
     def predict_many(
-        self, symbol: str, times: np.ndarray, log_rv: np.ndarray, regime: np.ndarray
+        self, symbol: str, times: Sequence[int], log_rv: np.ndarray, regime: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(rv_lo, rv_hi)`` of rows of one symbol (times in seconds, bias-adjusted log RV, the
         regime feature); the full-hour rows are remembered to learn from once resolved."""
-        t = np.asarray(times, dtype=np.int64)
-        lr = np.asarray(log_rv, dtype=np.float64)
-        idx = intervals.bin_index(self.cal, regime)
+        idx = self._bins(regime)
         with self._lock:
             s = self._state(symbol)
-            if len(t):
-                self._release(s, int(t.min()))
-            lo_off, hi_off = self._offsets(s)
-            lo, hi = lr + lo_off[idx], lr + hi_off[idx]
-            for i in np.flatnonzero(t % self.every_s == 0).tolist():
-                self._issue(s, int(t[i]), int(idx[i]), float(lo[i]), float(hi[i]))
-        return np.exp(lo), np.exp(hi)
+            if len(times):
+                self._release(s, int(min(times)))
+            log_b = np.asarray(log_rv, dtype=np.float64)[:, None] + self._offsets(s)[idx]
+            for i, t in enumerate(times):
+                if t % self.every_s == 0:
+                    self._issue(s, int(t), int(idx[i]), float(log_b[i, 0]), float(log_b[i, 1]))
+        rv = np.exp(log_b)
+        return rv[:, 0], rv[:, 1]
+
+    def _bins(self, regime: np.ndarray) -> np.ndarray:
+        """:func:`services.common.intervals.bin_index` with the cuts held as an array."""
+        z = np.asarray(regime, dtype=np.float64)
+        idx = np.searchsorted(self._cuts, z, side="right")
+        undefined = ~np.isfinite(z)
+        if undefined.any():
+            idx[undefined] = len(self._cuts) + 1
+        return idx
 
     def peek_many(
         self, symbol: str, log_rv: np.ndarray, regime: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(rv_lo, rv_hi)`` with the symbol's current state, learning nothing and applying no
         update: for requests whose time the caller chooses (``POST /predict``)."""
-        idx = intervals.bin_index(self.cal, regime)
+        idx = self._bins(regime)
         with self._lock:
-            lo_off, hi_off = self._offsets(self._state(symbol))
-        lr = np.asarray(log_rv, dtype=np.float64)
-        return np.exp(lr + lo_off[idx]), np.exp(lr + hi_off[idx])
+            offsets = self._offsets(self._state(symbol))
+        rv = np.exp(np.asarray(log_rv, dtype=np.float64)[:, None] + offsets[idx])
+        return rv[:, 0], rv[:, 1]
 
     def learn_one(self, symbol: str, time: int, log_y: float) -> bool:
         """The realized log RV of the prediction at ``time``; True when it will teach (a
@@ -159,11 +168,12 @@ class AdaptiveIntervals:
             s.updates += 1
             s.offsets = None
 
-    def _offsets(self, s: _Symbol) -> tuple[np.ndarray, np.ndarray]:
+    def _offsets(self, s: _Symbol) -> np.ndarray:
+        """The lower and upper log offsets per bin (``bins x 2``), cached until a lesson."""
         if s.offsets is None:
             lo = [np.interp(p, self._probs, q) for p, q in zip(s.a_lo, self._q, strict=True)]
             hi = [np.interp(1.0 - p, self._probs, q) for p, q in zip(s.a_hi, self._q, strict=True)]
-            s.offsets = (np.asarray(lo), np.asarray(hi))
+            s.offsets = np.column_stack([lo, hi])
         return s.offsets
 
     def state(self) -> dict[str, Any]:
@@ -204,9 +214,9 @@ def replay(
     [0.82, 0.82, 0.91, 1.0]
     """
     lo, hi = np.empty(len(times)), np.empty(len(times))
-    for i in range(len(times)):
+    for i, t in enumerate(np.asarray(times, dtype=np.int64).tolist()):
         lo[i : i + 1], hi[i : i + 1] = aci.predict_many(
-            symbol, times[i : i + 1], log_rv[i : i + 1], regime[i : i + 1]
+            symbol, [t], log_rv[i : i + 1], regime[i : i + 1]
         )
-        aci.learn_one(symbol, int(times[i]), float(log_y[i]))
+        aci.learn_one(symbol, t, float(log_y[i]))
     return lo, hi

@@ -71,13 +71,16 @@ def adaptive_bounds(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(rv_lo, rv_hi)`` of scored vectors, each from its symbol's state (``learn=False``:
     peek)."""
-    symbols = [fv.symbol for fv in vectors]
-    groups = {symbols[0]: None} if len(set(symbols)) == 1 else dict.fromkeys(symbols)
+    first = vectors[0].symbol
+    if all(fv.symbol == first for fv in vectors):  # the usual case: one symbol per batch
+        if not learn:
+            return aci.peek_many(first, log_rv, regime)
+        return aci.predict_many(first, [fv.time for fv in vectors], log_rv, regime)
     lo, hi = np.empty(len(vectors)), np.empty(len(vectors))
-    for symbol in groups:
-        rows = slice(None) if len(groups) == 1 else np.array([s == symbol for s in symbols])
+    for symbol in dict.fromkeys(fv.symbol for fv in vectors):
+        rows = np.array([fv.symbol == symbol for fv in vectors])
         if learn:
-            times = np.array([fv.time for fv in vectors], dtype=np.int64)[rows]
+            times = [fv.time for fv in vectors if fv.symbol == symbol]
             lo[rows], hi[rows] = aci.predict_many(symbol, times, log_rv[rows], regime[rows])
         else:
             lo[rows], hi[rows] = aci.peek_many(symbol, log_rv[rows], regime[rows])

@@ -44,7 +44,7 @@ def test_a_lesson_waits_until_its_target_is_known() -> None:
     aci = AdaptiveIntervals(calibration(rng), 0.8, gamma=0.05)
 
     def upper(t: int) -> float:
-        return float(aci.predict_many("BTC", np.array([t]), np.zeros(1), np.array([0.5]))[1][0])
+        return float(aci.predict_many("BTC", [t], np.zeros(1), np.array([0.5]))[1][0])
 
     before = upper(0)
     assert aci.learn_one("BTC", 0, 10.0)  # a miss above
