@@ -112,8 +112,13 @@ class Progress:
 async def follow(pipe: Pipeline, n: int, deadline: float) -> Progress:
     """Count features and predictions as they come, until all ``n`` candles went through or
     ``deadline`` (time.time()) passes."""
-    consumer = kafka.make_consumer(
-        FEATURES, PREDICTIONS, group_id=None, settings=pipe.settings, max_poll_records=20_000
+    consumer = kafka.make_consumer(  # the fetch wait of the chain's observer (count_arrivals)
+        FEATURES,
+        PREDICTIONS,
+        group_id=None,
+        settings=pipe.settings,
+        max_poll_records=20_000,
+        fetch_max_wait_ms=50,
     )
     await consumer.start()
     progress = Progress()
