@@ -51,21 +51,23 @@ def ensure_wrk() -> str:
 
 
 def fit_model(out: Path) -> None:
-    """The model ``make run`` serves: the trainer's defaults on the whole two-year file (what
-    ``volstream train`` fits); booster + bundle.json to ``out``."""
+    """The model ``make run`` serves: the trainer's defaults on the two-year file less the gate's
+    held-out days, with its calibrated drift limits (what ``volstream train`` registers);
+    booster + bundle.json to ``out``."""
     import pandas as pd
 
     from services.common.registry import bundle_meta
     from services.common.settings import Settings, get_settings
     from trainer.baselines import LAMBDA_GRID
     from trainer.dataset import build_dataset
+    from trainer.holdout import training_part
     from trainer.settings import TrainerSettings
-    from trainer.train import fit, make_bundle
+    from trainer.train import fit, served_bundle
 
     df = pd.read_parquet(get_settings().shared_data_dir / "btcusdt_1m_2023-2024.parquet")
     ts = TrainerSettings(dvc_enabled=False)
-    ds = build_dataset(df, ts, lambdas=LAMBDA_GRID)
-    bundle = make_bundle(fit(ds, ts, ts.xgb_threads), ds, "BTC", Settings())
+    ds = build_dataset(training_part(df, ts.holdout_days), ts, lambdas=LAMBDA_GRID)
+    bundle = served_bundle(df, ds, fit(ds, ts, ts.xgb_threads), "BTC", Settings())
     out.mkdir(parents=True, exist_ok=True)
     bundle.booster.save_model(out / "model.ubj")
     (out / "bundle.json").write_text(json.dumps(bundle_meta(bundle)))

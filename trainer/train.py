@@ -203,6 +203,16 @@ def make_bundle(
     )
 
 
+def served_bundle(
+    candles: pd.DataFrame, ds: Dataset, fitted: Fitted, symbol: str, settings: Settings
+) -> ModelBundle:
+    """The bundle ``volstream train`` registers: the fit plus drift limits calibrated on the
+    train split of ``candles`` (benchmarks build the served model through this too)."""
+    end = int(ds.bounds[0]) if ds.bounds else None  # the reference is the train split
+    limits = drift_limits(candles, ds.feature_names, fitted.reference, end)
+    return make_bundle(fitted, ds, symbol, settings, limits, HORIZON_MINUTES)
+
+
 def train_and_register(
     candles: pd.DataFrame,
     settings: Settings,
@@ -227,9 +237,7 @@ def train_and_register(
         versioned = pool.submit(versioning.version_dataset, ds, symbol, ts, source)
         fitted = fit(ds, ts, ts.xgb_threads)
         fingerprint = versioned.result()
-    end = int(ds.bounds[0]) if ds.bounds else None  # the reference is the train split
-    limits = drift_limits(candles, ds.feature_names, fitted.reference, end)
-    bundle = make_bundle(fitted, ds, symbol, settings, limits, HORIZON_MINUTES)
+    bundle = served_bundle(candles, ds, fitted, symbol, settings)
     version, run_id = tracking.log_training_run(bundle, fitted, ds, ts, settings, fingerprint)
     registry.client(settings).set_tag(run_id, gate.CANDLES_TAG, str(source or "lake"))
     gate.announce_challenger(settings, version, run_id, fitted.report)
