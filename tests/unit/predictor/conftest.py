@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,6 +16,7 @@ from services.common import intervals
 from services.common.features import FEATURE_NAMES, FEATURE_VERSION, featurize_many
 from services.common.registry import ModelBundle
 from services.common.settings import REPO_ROOT
+from services.predictor.app import create_app
 from services.predictor.models import StaticRegistry
 from trainer.baselines import fit_ols, har_design
 from trainer.dataset import log_rv_target, minute_grid
@@ -159,3 +161,11 @@ def registry(bundle: ModelBundle) -> StaticRegistry:
 def crash_features() -> pd.DataFrame:
     """Features of the March 2020 crash week (week-long features undefined: too little history)."""
     return featurize_many(crash_candles())
+
+
+@pytest.fixture()
+async def client(service):
+    """An HTTP client on the predictor app of the test module's own ``service`` fixture."""
+    transport = httpx.ASGITransport(app=create_app(service))
+    async with httpx.AsyncClient(transport=transport, base_url="http://predictor") as c:
+        yield c

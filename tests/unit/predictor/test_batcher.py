@@ -7,12 +7,11 @@ import asyncio
 import dataclasses
 import random
 
-import httpx
 import numpy as np
 import pytest
 
 from services.common.settings import Settings
-from services.predictor.app import build_service, create_app
+from services.predictor.app import build_service
 from services.predictor.batcher import PredictBatcher
 from services.predictor.core import feature_matrix, interval_bounds, score
 from services.predictor.settings import PredictorSettings
@@ -25,13 +24,6 @@ async def service(registry):
     svc = build_service(Settings(), PredictorSettings(), registry)
     assert await svc.holder.reload()
     return svc
-
-
-@pytest.fixture()
-async def client(service):
-    transport = httpx.ASGITransport(app=create_app(service))
-    async with httpx.AsyncClient(transport=transport, base_url="http://predictor") as c:
-        yield c
 
 
 def body(vec) -> dict:

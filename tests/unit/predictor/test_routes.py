@@ -22,13 +22,6 @@ async def service(registry):
     return svc
 
 
-@pytest.fixture()
-async def client(service):
-    transport = httpx.ASGITransport(app=create_app(service))
-    async with httpx.AsyncClient(transport=transport, base_url="http://predictor") as c:
-        yield c
-
-
 def payload(vec) -> dict:
     return {
         "symbol": vec.symbol,
