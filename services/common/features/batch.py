@@ -18,9 +18,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from services.common.features.frame import COLUMNS, Frame, frame_start
+from services.common.features.frame import COLUMNS, Frame, frame_start, is_warm
 from services.common.features.kernel import PRIOR_HOURS, Derived, Rows, compute, derive
-from services.common.features.spec import FEATURE_NAMES, MINUTE, WARMUP_MINUTES
+from services.common.features.spec import FEATURE_NAMES, MINUTE
 
 CHUNK_ROWS = 16_384
 """Rows per kernel call: bounds memory, keeps the working set in cache."""
@@ -39,11 +39,6 @@ def prepare(candles: pd.DataFrame) -> pd.DataFrame:
     if len(times) and (times % MINUTE).any():
         raise ValueError("candle times must be minute-aligned unix seconds")
     return df.reset_index(drop=True)
-
-
-def is_warm(times: np.ndarray, origin: int) -> np.ndarray:
-    """A row is warm once ``WARMUP_MINUTES`` of history since ``origin`` precede it."""
-    return (times - origin) >= WARMUP_MINUTES * MINUTE
 
 
 def _chunks(frame: Frame, present: np.ndarray, at: Sequence[int] | None) -> list[Rows]:

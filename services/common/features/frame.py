@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from services.common.features.spec import LOOKBACK_MINUTES, MINUTE
+from services.common.features.spec import LOOKBACK_MINUTES, MINUTE, WARMUP_MINUTES
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -81,3 +81,8 @@ class Frame:
     def times(self, rows: slice | IntArray) -> IntArray:
         """Candle times of the given slots."""
         return self.t0 + MINUTE * np.arange(self.n, dtype=np.int64)[rows]
+
+
+def is_warm(times: np.ndarray, origin: int) -> np.ndarray:
+    """A row is warm once ``WARMUP_MINUTES`` of history since ``origin`` precede it."""
+    return (times - origin) >= WARMUP_MINUTES * MINUTE

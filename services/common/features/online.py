@@ -22,8 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from services.common.features.batch import is_warm
-from services.common.features.frame import COLUMNS, HOUR, Frame, frame_start
+from services.common.features.frame import COLUMNS, HOUR, Frame, frame_start, is_warm
 from services.common.features.kernel import PRIOR_HOURS, Derived, Rows, compute, derive
 from services.common.features.spec import FEATURE_NAMES, MINUTE
 
