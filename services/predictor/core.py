@@ -79,13 +79,13 @@ def feature_matrix(rows: Sequence[Mapping[str, float | None]], names: Sequence[s
     return np.array([[r.get(n) for n in names] for r in rows], dtype=np.float64)
 
 
-def adjusted_log_rv(raw: np.ndarray, bias_factor: float) -> np.ndarray:
-    """The model's log RV with the variance bias factor applied.
+def bias_offset(bias_factor: float) -> float:
+    """What the variance bias factor adds to the model's log RV (``ln(b) / 2``).
 
-    >>> adjusted_log_rv(np.array([0.0]), math.e ** 2).tolist()
-    [1.0]
+    >>> bias_offset(math.e ** 2)
+    1.0
     """
-    return raw + 0.5 * math.log(bias_factor)
+    return 0.5 * math.log(bias_factor)
 
 
 class DenseScorer:
@@ -163,7 +163,7 @@ def score(bundle: Bundle, matrix: np.ndarray) -> np.ndarray:
     """Log RV for each row, in one call of the booster (bias-adjusted: ``+ ln(b) / 2``)."""
     if len(matrix) == 0:
         return np.empty(0)
-    return scorer_of(bundle.booster)(matrix, 0.5 * math.log(bundle.bias_factor))
+    return scorer_of(bundle.booster)(matrix, bias_offset(bundle.bias_factor))
 
 
 def interval_bounds(
