@@ -1,8 +1,13 @@
 """The incremental path: a per-symbol state that turns new candles into feature rows.
 
-The state is a ring of the last ``LOOKBACK_MINUTES`` (plus up to an hour) of candles and the
-clock-hour aggregates of the last week. Each call builds the minute grid of ring + new candles and
-runs the same kernel as :func:`~.batch.featurize_many`, vectorised over the micro-batch::
+The state is the batch path's minute grid itself, kept between calls: the candles of the last
+``LOOKBACK_MINUTES`` (plus up to a few hours) placed on their slots, the per-minute terms, the
+present-minute counts and the clock-hour aggregates of the last week. New candles are appended:
+only their slots (and the clock hour they start in) are derived, with the same
+:func:`~.kernel.derive`, and then :func:`~.kernel.compute` runs on their rows, as
+:func:`~.batch.featurize_many` does on the whole history. So a one-candle call costs the
+kernel's rows, not a rebuild of a day's grid, and a micro-batch of any size gives the values
+the batch path gives::
 
     >>> state = OnlineFeatures("BTC")
     >>> rows = state.update_many([{"time": 1_700_000_040 + 60 * i, "open": 1.0, "high": 1.0,
@@ -15,14 +20,16 @@ runs the same kernel as :func:`~.batch.featurize_many`, vectorised over the micr
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter, itemgetter
 from typing import Any
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
-from services.common.features.frame import COLUMNS, HOUR, Frame, frame_start, is_warm
+from services.common.features.frame import COLUMNS, Frame, frame_start, is_warm
 from services.common.features.kernel import PRIOR_HOURS, Derived, Rows, compute, derive
 from services.common.features.spec import FEATURE_NAMES, MINUTE
 
@@ -36,6 +43,114 @@ class FeatureRow:
     features: dict[str, float | None]
 
 
+#: Per-minute terms the kernel sums over windows (the keys of ``Derived.terms``).
+TERMS = ("r2", "pk", "gk", "rs", "r2_neg", "bp", "qv", "lqv", "lqv2")
+#: Present-minute prefix counts kept on the grid (``Derived.cum_*``).
+COUNTS = ("cum_ret", "cum_bar", "cum_bp")
+SLACK_MINUTES = 3 * 60
+"""Slots the grid may hold beyond what the next candle's rows can reach before it is trimmed:
+a trim copies the grid, so it runs once every couple of hours of candles, not on every call."""
+_NO_PRIOR_R2 = np.zeros(PRIOR_HOURS)
+_NO_PRIOR_N = np.zeros(PRIOR_HOURS, dtype=np.int64)
+
+
+class _Grid:
+    """The minute grid from ``t0`` (hour-aligned): ``n`` slots in use, room for ``cap``.
+
+    Arrays are as :class:`~.kernel.Derived` holds them: ``cols`` and ``terms`` per slot,
+    ``counts`` as prefix counts (``n + 1``), ``partial_*`` cumulative inside each clock hour,
+    ``all_*`` the hour aggregates (the ``PRIOR_HOURS`` before ``t0``, then the grid's hours) and
+    ``long_*`` the sums of the ``PRIOR_HOURS`` hours before each grid hour.
+    """
+
+    def __init__(self, t0: int, cap: int, before: float = math.nan) -> None:
+        self.t0, self.n, self.cap, self.before = t0, 0, cap, before
+        hours = -(-cap // 60) + 1
+        self.cols = {name: np.full(cap, np.nan) for name in COLUMNS}
+        self.terms = {name: np.zeros(cap) for name in TERMS}
+        self.counts = {name: np.zeros(cap + 1, dtype=np.int64) for name in COUNTS}
+        self.partial_r2, self.partial_n = np.zeros(cap), np.zeros(cap, dtype=np.int64)
+        self.all_r2 = np.zeros(PRIOR_HOURS + hours)
+        self.all_n = np.zeros(PRIOR_HOURS + hours, dtype=np.int64)
+        self.long_r2, self.long_n = np.zeros(hours), np.zeros(hours, dtype=np.int64)
+
+    def moved(self, t0: int, cap: int) -> _Grid:
+        """A copy starting at ``t0`` (a later hour): slots and hours before it are dropped."""
+        shift = (t0 - self.t0) // MINUTE
+        hours = shift // 60
+        keep = max(self.n - shift, 0)
+        before = self.before if shift == 0 else math.nan
+        if 0 < shift <= self.n:
+            before = float(self.cols["close"][shift - 1])
+        out = _Grid(t0, max(cap, keep), before)
+        out.n = keep
+        if keep:
+            for src, dst in ((self.cols, out.cols), (self.terms, out.terms)):
+                for name, x in src.items():
+                    dst[name][:keep] = x[shift : self.n]
+            for name, c in self.counts.items():
+                out.counts[name][: keep + 1] = c[shift : self.n + 1] - c[shift]
+            out.partial_r2[:keep] = self.partial_r2[shift : self.n]
+            out.partial_n[:keep] = self.partial_n[shift : self.n]
+        used = PRIOR_HOURS + -(-self.n // 60)  # hour aggregates known so far
+        if hours < used:
+            m = min(used - hours, len(out.all_r2))
+            out.all_r2[:m] = self.all_r2[hours : hours + m]
+            out.all_n[:m] = self.all_n[hours : hours + m]
+        return out
+
+    def append(self, slots: np.ndarray, cols: dict[str, np.ndarray]) -> None:
+        """Place candles at ``slots`` (all >= ``n``) and derive the slots up to the last one.
+
+        The slots from the start of the clock hour of the last slot in use are derived again
+        (the same values; their hour's running sums restart there), one more for the return
+        and bipower terms of the first new slot, which need the close before it."""
+        s, e = self.n, int(slots[-1]) + 1
+        for name, x in cols.items():
+            self.cols[name][slots] = x
+        h0 = max(s - 1, 0) // 60 * 60
+        before = self.before if h0 == 0 else float(self.cols["close"][h0 - 1])
+        cols_h0 = {k: v[h0:e] for k, v in self.cols.items()}
+        sub = Frame(t0=self.t0 + h0 * MINUTE, n=e - h0, cols=cols_h0, before={"close": before})
+        d = derive(sub, _NO_PRIOR_R2, _NO_PRIOR_N)
+        k = s - h0
+        for name in TERMS:
+            self.terms[name][s:e] = d.terms[name][k:]
+        for name in COUNTS:
+            new = getattr(d, name)
+            self.counts[name][s + 1 : e + 1] = self.counts[name][s] + (new[k + 1 :] - new[k])
+        self.partial_r2[s:e] = d.partial_r2[k : e - h0]
+        self.partial_n[s:e] = d.partial_n[k : e - h0]
+        first, last = h0 // 60, (e - 1) // 60
+        self.all_r2[PRIOR_HOURS + first : PRIOR_HOURS + last + 1] = d.hour_r2
+        self.all_n[PRIOR_HOURS + first : PRIOR_HOURS + last + 1] = d.hour_n
+        span = slice(first, last + PRIOR_HOURS)
+        self.long_r2[first : last + 1] = sliding_window_view(self.all_r2[span], PRIOR_HOURS).sum(-1)
+        self.long_n[first : last + 1] = sliding_window_view(self.all_n[span], PRIOR_HOURS).sum(-1)
+        self.n = e
+
+    def derived(self) -> Derived:
+        """The grid as the kernel reads it (views, no copy)."""
+        n, hours = self.n, -(-self.n // 60)
+        frame = Frame(t0=self.t0, n=n, cols={k: v[:n] for k, v in self.cols.items()}, before={})
+        return Derived(
+            frame=frame,
+            close=frame.cols["close"],
+            terms={k: v[:n] for k, v in self.terms.items()},
+            cum_ret=self.counts["cum_ret"][: n + 1],
+            cum_bar=self.counts["cum_bar"][: n + 1],
+            cum_bp=self.counts["cum_bp"][: n + 1],
+            partial_r2=self.partial_r2[:n],
+            partial_n=self.partial_n[:n],
+            hour_r2=self.all_r2[PRIOR_HOURS : PRIOR_HOURS + hours],
+            hour_n=self.all_n[PRIOR_HOURS : PRIOR_HOURS + hours],
+            long_r2=self.long_r2[: hours + 1],
+            long_n=self.long_n[: hours + 1],
+            all_r2=self.all_r2[: PRIOR_HOURS + hours + 1],
+            all_n=self.all_n[: PRIOR_HOURS + hours + 1],
+        )
+
+
 class OnlineFeatures:
     """Rolling feature state of one symbol; equal to the batch path on the same history."""
 
@@ -43,9 +158,7 @@ class OnlineFeatures:
         self.symbol = symbol
         self.last_time: int | None = None
         self.origin: int | None = None
-        self._times = np.empty(0, dtype=np.int64)
-        self._cols = {name: np.empty(0) for name in COLUMNS}
-        self._hours: dict[int, tuple[float, int]] = {}
+        self._grid: _Grid | None = None
 
     def _columns(self, candles: Sequence[Any]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The candles as arrays; ``ValueError`` unless times are minute-aligned and increasing."""
@@ -59,33 +172,19 @@ class OnlineFeatures:
             raise ValueError(f"{self.symbol}: candle times must increase past {self.last_time}")
         return times, {name: table[:, k + 1] for k, name in enumerate(COLUMNS)}
 
-    def _prior(self, t0: int) -> tuple[np.ndarray, np.ndarray]:
-        """Aggregates of the hours before the grid (zeros where no candle was seen)."""
-        hours = [self._hours.get(t0 // HOUR - k, (0.0, 0)) for k in range(PRIOR_HOURS, 0, -1)]
-        return np.array([h[0] for h in hours]), np.array([h[1] for h in hours], dtype=np.int64)
+    def _room(self, first: int, last: int) -> _Grid:
+        """The grid, moved to the hour the rows of ``first`` need and with room up to ``last``.
 
-    def _grid(self, times: np.ndarray, cols: dict[str, np.ndarray]) -> Derived:
-        t0 = frame_start(int(times[0]))
-        keep = self._times >= t0 - MINUTE  # the close before the grid: its first return
-        all_times = np.concatenate((self._times[keep], times))
-        all_cols = {n: np.concatenate((self._cols[n][keep], cols[n])) for n in COLUMNS}
-        frame = Frame.from_points(t0, int(times[-1]), all_times, all_cols)
-        return derive(frame, *self._prior(t0))
-
-    def _remember(self, d: Derived, times: np.ndarray, cols: dict[str, np.ndarray]) -> None:
-        """Keep hour aggregates of the grid, and the candles the next grid can reach."""
-        first_hour = d.frame.t0 // HOUR
-        sums = zip(d.hour_r2.tolist(), d.hour_n.tolist(), strict=True)
-        for k, (total, n) in enumerate(sums):
-            self._hours[first_hour + k] = (total, n)
-        self.last_time = int(times[-1])
-        oldest_hour = frame_start(self.last_time) // HOUR - PRIOR_HOURS
-        self._hours = {h: v for h, v in self._hours.items() if h >= oldest_hour}
-        keep_from = frame_start(self.last_time) - MINUTE
-        keep = self._times >= keep_from
-        new = times >= keep_from
-        self._times = np.concatenate((self._times[keep], times[new]))
-        self._cols = {n: np.concatenate((self._cols[n][keep], cols[n][new])) for n in COLUMNS}
+        Slots older than that are dropped once they span ``SLACK_MINUTES`` (or the grid has no
+        room left), so a grid holds about ``LOOKBACK_MINUTES`` plus the slack."""
+        t0 = frame_start(first)
+        grid = self._grid
+        if grid is None:
+            return _Grid(t0, (last - t0) // MINUTE + 1 + SLACK_MINUTES)
+        end = (last - grid.t0) // MINUTE + 1
+        if end <= grid.cap and t0 - grid.t0 < SLACK_MINUTES * MINUTE:
+            return grid
+        return grid.moved(t0, (last - t0) // MINUTE + 1 + SLACK_MINUTES)
 
     def restore(self, candles: Sequence[Any]) -> None:
         """Load history without computing features (e.g. the last ``HISTORY_MINUTES`` replayed)."""
@@ -101,12 +200,11 @@ class OnlineFeatures:
         times, cols = self._columns(candles)
         if self.origin is None:
             self.origin = int(times[0])
-        d = self._grid(times, cols)
-        rows: list[FeatureRow] = []
-        if emit:
-            rows = self._rows(d, d.frame.slot(times))
-        self._remember(d, times, cols)
-        return rows
+        grid = self._grid = self._room(int(times[0]), int(times[-1]))
+        slots = (times - grid.t0) // MINUTE
+        grid.append(slots, cols)
+        self.last_time = int(times[-1])
+        return self._rows(grid.derived(), slots) if emit else []
 
     def _rows(self, d: Derived, slots: np.ndarray) -> list[FeatureRow]:
         values = compute(d, Rows(slice(int(slots[0]), int(slots[-1]) + 1)))
