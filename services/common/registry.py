@@ -24,6 +24,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,10 +121,17 @@ def _use_server(settings: Settings) -> None:
 
 
 def _get_version(ref: str, settings: Settings) -> Any:
-    """The ModelVersion behind an alias or a version number; ModelError when absent."""
+    """The version behind an alias or a version number (``.version``, ``.run_id``, ``.tags``);
+    ModelError when absent or unreadable."""
+    name = settings.model_name
+    if _rest(settings):
+        try:
+            return _rest_version(ref, settings)
+        except _ApiError as exc:
+            raise ModelError(f"no model {name}@{ref}: {exc.message}") from exc
     from mlflow.exceptions import MlflowException
 
-    name, c = settings.model_name, client(settings)
+    c = client(settings)
     try:
         if ref.isdigit():
             return c.get_model_version(name, ref)
@@ -144,15 +152,127 @@ def alias_version(alias: str, settings: Settings) -> str | None:
     Any other failure (MLflow unreachable, a server error) raises ModelError: "cannot tell" must
     never read as "no champion".
     """
+    name = settings.model_name
+    if _rest(settings):
+        try:
+            return str(_rest_version(alias, settings).version)
+        except _ApiError as exc:
+            if exc.code in ABSENT:
+                return None
+            raise ModelError(f"cannot read {name}@{alias}: {exc.message}") from exc
     from mlflow.exceptions import MlflowException
 
-    name, c = settings.model_name, client(settings)
     try:
-        return str(c.get_model_version_by_alias(name, alias).version)
+        return str(client(settings).get_model_version_by_alias(name, alias).version)
     except MlflowException as exc:
         if exc.error_code in ABSENT:
             return None
         raise ModelError(f"cannot read {name}@{alias}: {exc.message}") from exc
+
+
+# -- The read path over MLflow's REST API ---------------------------------------------------------
+# What the predictor needs of MLflow is three reads: the version behind an alias, the version's
+# tags and run, and two small artifacts of that run. ``import mlflow`` (any ``mlflow.*`` module
+# runs the package's ``__init__``) loads pandas, pyarrow, scipy, SQLAlchemy, FastAPI's and the
+# GenAI modules: ~100 MB of resident memory in a process that serves a 0.3 MB booster. Against an
+# HTTP(S) tracking server those reads are plain GETs of MLflow's documented REST API
+# (``/api/2.0/mlflow/...``) and, for a server that proxies its artifact store (``mlflow server``'s
+# default, ``mlflow-artifacts:/`` run URIs), of its artifact service. Any other tracking URI or
+# artifact store goes through the MLflow client as before. Credentials: MLflow's own
+# ``MLFLOW_TRACKING_TOKEN`` or ``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD``.
+
+REST_API = "/api/2.0/mlflow"
+ARTIFACTS_API = "/api/2.0/mlflow-artifacts/artifacts"
+PROXIED_SCHEME = "mlflow-artifacts"
+REST_TIMEOUT_S = 30.0
+
+
+class _ApiError(Exception):
+    """An MLflow REST error: its ``error_code`` (``RESOURCE_DOES_NOT_EXIST``...) and message."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code, self.message = code, message
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """What the read path needs of a model version (the fields of MLflow's ``ModelVersion``)."""
+
+    version: str
+    run_id: str
+    tags: dict[str, str]
+
+
+def _rest(settings: Settings) -> bool:
+    return settings.mlflow_tracking_uri.startswith(("http://", "https://"))
+
+
+def _auth() -> tuple[tuple[str, str] | None, dict[str, str]]:
+    """(basic auth, headers) from MLflow's own credential variables."""
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    if token:
+        return None, {"Authorization": f"Bearer {token}"}
+    user, password = (os.environ.get(f"MLFLOW_TRACKING_{k}") for k in ("USERNAME", "PASSWORD"))
+    return ((user, password or "") if user else None), {}
+
+
+def _http_get(settings: Settings, path: str, params: dict[str, str] | None = None) -> Any:
+    """GET ``path`` on the tracking server: the response, or _ApiError (MLflow's error body, or
+    the transport failure after three attempts)."""
+    import httpx
+    from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_fixed
+
+    auth, headers = _auth()
+    url = settings.mlflow_tracking_uri.rstrip("/") + path
+
+    @retry(
+        stop=stop_after_attempt(3),
+        wait=wait_fixed(0.5),
+        retry=retry_if_exception_type(httpx.TransportError),
+        reraise=True,
+    )
+    def get() -> httpx.Response:
+        return httpx.get(url, params=params, auth=auth, headers=headers, timeout=REST_TIMEOUT_S)
+
+    try:
+        resp = get()
+    except httpx.HTTPError as exc:
+        raise _ApiError("UNREACHABLE", f"{url}: {type(exc).__name__}: {exc}") from exc
+    if resp.status_code != 200:
+        try:
+            body = resp.json()
+            code, message = str(body["error_code"]), str(body.get("message", ""))
+        except (ValueError, KeyError, TypeError):
+            code, message = f"HTTP_{resp.status_code}", resp.text[:300]
+        raise _ApiError(code, message)
+    return resp
+
+
+def _rest_version(ref: str, settings: Settings) -> VersionInfo:
+    """``model-versions/get`` for a number, ``registered-models/alias`` for an alias."""
+    name = settings.model_name
+    if ref.isdigit():
+        path, params = "/model-versions/get", {"name": name, "version": ref}
+    else:
+        path, params = "/registered-models/alias", {"name": name, "alias": ref}
+    mv = _http_get(settings, REST_API + path, params).json()["model_version"]
+    tags = {t["key"]: t.get("value", "") for t in mv.get("tags", [])}
+    return VersionInfo(str(mv["version"]), str(mv.get("run_id", "")), tags)
+
+
+def _proxied_artifact(run_id: str, path: str, settings: Settings) -> bytes | None:
+    """The artifact's bytes from the server's artifact service, or None when the run's
+    artifacts are not served by the tracking server (the MLflow client reads those)."""
+    from urllib.parse import quote, urlparse
+
+    info = _http_get(settings, REST_API + "/runs/get", {"run_id": run_id}).json()["run"]["info"]
+    uri = urlparse(str(info.get("artifact_uri", "")))
+    if uri.scheme != PROXIED_SCHEME or uri.netloc:
+        return None
+    root = uri.path.strip("/")
+    resp = _http_get(settings, f"{ARTIFACTS_API}/{quote(root)}/{quote(path.lstrip('/'))}")
+    return bytes(resp.content)
 
 
 def ping(settings: Settings, timeout_s: float = 5.0, attempts: int = 3) -> None:
@@ -182,18 +302,18 @@ def ping(settings: Settings, timeout_s: float = 5.0, attempts: int = 3) -> None:
 
 def read_run_json(run_id: str, filename: str, settings: Settings) -> dict[str, Any]:
     """A JSON artifact of a run under ``bundle/`` (``bundle.json``, ``baselines.json``)."""
-    from mlflow.exceptions import MlflowException
-
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = client(settings).download_artifacts(run_id, f"{BUNDLE_DIR}/{filename}", tmp)
-        except (MlflowException, OSError) as exc:
-            raise ModelError(f"run {run_id} has no {BUNDLE_DIR}/{filename}: {exc}") from exc
-        return dict(json.loads(Path(path).read_text()))
+    return dict(json.loads(read_run_bytes(run_id, f"{BUNDLE_DIR}/{filename}", settings)))
 
 
 def read_run_bytes(run_id: str, path: str, settings: Settings) -> bytes:
     """The bytes of one run artifact; ModelError when it is absent or unreadable."""
+    if _rest(settings):
+        try:
+            raw = _proxied_artifact(run_id, path, settings)
+        except _ApiError as exc:
+            raise ModelError(f"run {run_id} has no {path}: {exc}") from exc
+        if raw is not None:
+            return raw
     from mlflow.exceptions import MlflowException
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -9,6 +9,7 @@ while MLflow's own pyfunc loader, run on the same version as a control, does wri
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -179,3 +180,49 @@ def test_the_predictor_never_imports_code_named_by_a_model_version(
         [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300
     )
     assert marker.exists(), proc.stderr[-2000:]
+
+
+#: Loaded by ``import mlflow`` (any ``mlflow.*`` module): ~100 MB the predictor does not need.
+HEAVY = ("mlflow", "pandas", "pyarrow", "sqlalchemy", "sklearn")
+LEAN_PROBE = """
+import asyncio, json, sys
+from services.predictor.__main__ import skip_unused_modules
+skip_unused_modules()
+from services.common.settings import get_settings
+from services.predictor.app import build_service
+from services.predictor.settings import PredictorSettings
+service = build_service(get_settings(), PredictorSettings())
+ok = asyncio.run(service.holder.reload())
+champion = service.holder.models.champion
+print(json.dumps({
+    "ok": ok,
+    "version": champion.bundle.version if champion else None,
+    "features": len(champion.bundle.feature_names) if champion else 0,
+    "error": service.holder.last_error,
+    "heavy": sorted(m for m in HEAVY if sys.modules.get(m) is not None),
+}))
+"""
+
+
+def test_the_predictor_loads_its_champion_without_importing_mlflow_or_pandas(
+    rows, model_settings, tmp_path
+) -> None:
+    """The serving process reads the registry over MLflow's REST API (``docs/api.md``, Memory):
+    a real champion loads from the real server, and neither the MLflow package nor pandas is
+    imported on the way."""
+    version = register(booster(rows, 5), model_settings)
+    registry.set_alias("champion", version, model_settings)
+    env = os.environ | {
+        "MLFLOW_TRACKING_URI": model_settings.mlflow_tracking_uri,
+        "MODEL_NAME": model_settings.model_name,
+        "VAR_DIR": str(tmp_path / "var"),
+    }
+    code = f"HEAVY = {HEAVY!r}\n" + LEAN_PROBE
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["ok"] and out["version"] == version, out
+    assert out["features"] == len(FEATURE_NAMES)
+    assert out["heavy"] == [], out
