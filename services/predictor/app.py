@@ -13,17 +13,19 @@ import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI
 
 from services.common.features import HORIZON_MINUTES
+from services.common.schemas import SYMBOL_PATTERN
 from services.common.settings import Settings
 from services.predictor.accuracy import LiveAccuracy
 from services.predictor.batcher import PredictBatcher
 from services.predictor.calibration import IntervalLearner
 from services.predictor.metrics import PredictorMetrics
-from services.predictor.middleware import BodyLimit, HttpMetrics
+from services.predictor.middleware import BodyLimit, HttpMetrics, LatestFastPath, PredictFastPath
 from services.predictor.models import MlflowRegistry, ModelHolder, Registry
 from services.predictor.ring import PredictionRing
 from services.predictor.settings import PredictorSettings
@@ -114,6 +116,7 @@ def create_app(service: Service, run_loops: bool = True) -> FastAPI:
     """The HTTP face of the service; ``run_loops=False`` serves HTTP only (no Kafka, no
     registry polling: the API contract tests, where models are put in place by hand)."""
     from services.predictor.routes import health, metrics, model, predictions
+    from services.predictor.routes.predictions import predict_answer
 
     app = FastAPI(
         title="volstream predictor",
@@ -131,4 +134,17 @@ def create_app(service: Service, run_loops: bool = True) -> FastAPI:
         app.router.routes.extend(module.router.routes)
     app.add_middleware(BodyLimit, max_bytes=service.psettings.max_body_bytes)
     app.add_middleware(HttpMetrics, metrics=service.metrics)
+    # outermost: the two hot paths skip every layer above (they record their own metrics)
+    app.add_middleware(
+        PredictFastPath,
+        answer=partial(predict_answer, service),
+        stats=service.metrics.http,
+        max_bytes=service.psettings.max_body_bytes,
+    )
+    app.add_middleware(
+        LatestFastPath,
+        latest=service.ring.latest_json,
+        stats=service.metrics.http,
+        pattern=SYMBOL_PATTERN,
+    )
     return app

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from services.predictor.http_stats import HttpStats
+
 #: Sub-millisecond to seconds: scoring and HTTP handling.
 FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 #: Pipeline latencies: from milliseconds to a few minutes (replays land in +Inf).
@@ -16,16 +18,8 @@ class PredictorMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry or CollectorRegistry()
-        self.http_requests = Counter(
-            "http_requests", "HTTP requests", ["method", "route", "status"], registry=r
-        )
-        self.http_duration = Histogram(
-            "http_request_duration_seconds",
-            "HTTP request handling time",
-            ["method", "route"],
-            buckets=FAST_BUCKETS,
-            registry=r,
-        )
+        #: http_requests_total, http_request_duration_seconds (plain counts, see http_stats)
+        self.http = HttpStats(FAST_BUCKETS, registry=r)
         self.prediction_latency = Histogram(
             "prediction_latency_seconds",
             "XGBoost scoring time per call (scoring only)",

@@ -1,15 +1,20 @@
 """Pure ASGI middlewares (Starlette's BaseHTTPMiddleware costs a task per request):
-HTTP metrics by route template, and a request body size limit (413)."""
+HTTP metrics by route template, a request body size limit (413), and the fast paths of
+``GET /predictions/latest`` and ``POST /predict``."""
 
 from __future__ import annotations
 
+import re
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from urllib.parse import parse_qsl
 
 import orjson
 from starlette.exceptions import HTTPException
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.predictor.http_stats import HttpStats
 from services.predictor.metrics import PredictorMetrics
 
 
@@ -17,14 +22,13 @@ class HttpMetrics:
     """``http_requests_total{method,route,status}`` and ``http_request_duration_seconds``.
 
     ``route`` is the matched path template (``/predictions/latest``), or ``unmatched`` for
-    unknown paths, so the label set stays bounded; the labelled children are looked up once per
-    label set (``labels()`` takes a lock and validates its arguments on every call).
+    unknown paths, so the label set stays bounded. Per request: two clock reads and
+    :meth:`HttpStats.record <services.predictor.http_stats.HttpStats.record>` (plain counts).
     """
 
     def __init__(self, app: ASGIApp, metrics: PredictorMetrics) -> None:
         self.app = app
-        self.metrics = metrics
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self.stats = metrics.http
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -42,20 +46,128 @@ class HttpMetrics:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            key = (scope["method"], getattr(scope.get("route"), "path", "unmatched"), status)
-            children = self._children.get(key) or self._child(key)
-            children[0].inc()
-            children[1].observe(time.perf_counter() - t0)
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.stats.record(scope["method"], route, status, time.perf_counter() - t0)
 
-    def _child(self, key: tuple[str, str, int]) -> tuple[Any, Any]:
-        method, path, status = key
-        m = self.metrics
-        pair = (
-            m.http_requests.labels(method, path, str(status)),
-            m.http_duration.labels(method, path),
-        )
-        self._children[key] = pair
-        return pair
+
+#: The one hot read path, answered by :class:`LatestFastPath`.
+LATEST_PATH = "/predictions/latest"
+_JSON = b"application/json"
+
+
+class LatestFastPath:
+    """``GET /predictions/latest`` answered from the ring's pre-encoded JSON, before routing.
+
+    Each prediction is encoded once, when the stream loop stores it (``PredictionRing``); the
+    request only has to find it. Through FastAPI's route (routing, the request object, the
+    dependency solver, the response object and its middleware layers) that lookup costs a few
+    times what the lookup itself does. Here: the query string (cached per distinct string: the
+    same few symbols are asked again and again), one dict lookup, two ASGI messages, one
+    :class:`HttpStats` record. Only that 200 answer is served here; anything else (another
+    method, a malformed or unknown symbol, so a 422 or 404) goes on to the route, which defines
+    those answers, and the OpenAPI document still describes the route.
+    """
+
+    def __init__(
+        self, app: ASGIApp, latest: Callable[[str], bytes | None], stats: HttpStats, pattern: str
+    ) -> None:
+        self.app = app
+        self.latest = latest
+        self.stats = stats
+        self._pattern = re.compile(pattern)
+        self._symbols: dict[bytes, str | None] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == LATEST_PATH and scope["method"] == "GET":
+            t0 = time.perf_counter()
+            symbol = self._symbol(scope["query_string"])
+            body = self.latest(symbol) if symbol is not None else None
+            if body is not None:
+                await send_json(send, body)
+                self.stats.record("GET", LATEST_PATH, 200, time.perf_counter() - t0)
+                return
+        await self.app(scope, receive, send)
+
+    def _symbol(self, query: bytes) -> str | None:
+        """The valid ``symbol`` of a query string (default BTC), or None: the route decides.
+        Parsed as Starlette parses it (the last value of a repeated key wins)."""
+        try:
+            return self._symbols[query]
+        except KeyError:
+            pass
+        params = dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True))
+        symbol: str | None = params.get("symbol", "BTC")
+        if symbol is not None and not self._pattern.match(symbol):
+            symbol = None
+        if len(self._symbols) >= 1024:  # bounded: arbitrary query strings cannot grow it
+            self._symbols.clear()
+        self._symbols[query] = symbol
+        return symbol
+
+
+async def send_json(send: Send, body: bytes) -> None:
+    """A 200 with a JSON body: the headers Starlette's ``Response(body, media_type=JSON)``
+    sends, in its order."""
+    headers = [(b"content-length", str(len(body)).encode()), (b"content-type", _JSON)]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+#: The scoring path, answered by :class:`PredictFastPath`.
+PREDICT_PATH = "/predict"
+
+
+class PredictFastPath:
+    """``POST /predict`` answered before routing, by the route's own answer function.
+
+    The route's framework work (routing, the request object, the dependency solver, the response
+    object and the middleware layers) cost more CPU than validating the body and the request's
+    share of its XGBoost call together. Here: the body is read, handed to ``answer``
+    (:func:`~services.predictor.routes.predictions.predict_answer`, which the route calls too,
+    so every status and body is the route's), and sent. Bodies whose length is not declared or
+    exceeds ``max_bytes`` go on to the route and :class:`BodyLimit` (the 413).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        answer: Callable[[bytes], Awaitable[bytes | Response]],
+        stats: HttpStats,
+        max_bytes: int,
+    ) -> None:
+        self.app = app
+        self.answer = answer
+        self.stats = stats
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != PREDICT_PATH or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        length = _content_length(scope)
+        if length is None or length > self.max_bytes:
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client went away: nobody to answer
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        status = 500  # an exception: the server's error middleware answers
+        try:
+            answer = await self.answer(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+            if isinstance(answer, bytes):
+                status = 200
+                await send_json(send, answer)
+            else:
+                status = answer.status_code
+                await answer(scope, receive, send)
+        finally:
+            self.stats.record("POST", PREDICT_PATH, status, time.perf_counter() - t0)
 
 
 class BodyLimit:

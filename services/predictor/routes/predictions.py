@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -18,6 +18,9 @@ from services.predictor.api import (
     predict_body_schema,
 )
 from services.predictor.routes.deps import ServiceDep
+
+if TYPE_CHECKING:
+    from services.predictor.app import Service
 
 router = APIRouter(tags=["predictions"])
 
@@ -101,30 +104,26 @@ def body_errors(exc: ValidationError) -> list[dict[str, Any]]:
     return [{"type": e["type"], "loc": ["body", *e["loc"]], "msg": e["msg"]} for e in errors]
 
 
-@router.post(
-    "/predict",
-    response_model=Prediction,
-    responses={422: {"description": "invalid body (field-level details)"}, **_PREDICT_ERRORS},  # type: ignore[dict-item]
-    openapi_extra=_PREDICT_BODY,
-)
-async def predict(request: Request) -> Response:
-    """Score one feature vector (a ``PredictRequest``) with the champion. Bad input and missing
-    features give 422 (field-level), a different ``feature_version`` 409. Concurrent calls are
-    scored in one XGBoost call. (Hot path: no injected dependencies.)"""
-    service = request.app.state.service
+async def predict_answer(service: Service, raw: bytes) -> bytes | Response:
+    """The answer to a ``/predict`` body: the prediction's JSON (200), or the error response.
+
+    One definition for the route and for :class:`~services.predictor.middleware.PredictFastPath`
+    (which serves the same answers before routing): the body is validated in one step from the
+    raw bytes, checked against the champion, then scored with whatever else is waiting."""
     try:
-        req = PredictRequest.model_validate_json(await request.body())
+        req = PredictRequest.model_validate_json(raw)
     except ValidationError as exc:
         return JSONResponse({"detail": body_errors(exc)}, status_code=422)
     model = service.holder.models.champion
     if model is None:
-        raise HTTPException(503, f"no champion model loaded ({service.holder.last_error})")
+        msg = f"no champion model loaded ({service.holder.last_error})"
+        return JSONResponse({"detail": msg}, status_code=503)
     b = model.bundle
     if req.feature_version != b.feature_version:
-        raise HTTPException(
-            409, f"feature_version {req.feature_version!r} != model's {b.feature_version!r}"
-        )
-    missing = [n for n in b.feature_names if n not in req.features]
+        msg = f"feature_version {req.feature_version!r} != model's {b.feature_version!r}"
+        return JSONResponse({"detail": msg}, status_code=409)
+    features = req.features
+    missing = [n for n in b.feature_names if n not in features]
     if missing:
         detail = [
             {"type": "missing", "loc": ["body", "features", n], "msg": "Field required"}
@@ -136,9 +135,24 @@ async def predict(request: Request) -> Response:
         time=req.time if req.time is not None else int(now()) // 60 * 60,
         feature_version=req.feature_version,
         warm=True,
-        features=req.features,
+        features=features,
         ingested_at=None,
         emitted_at=now(),
     )
     pred = await service.batcher.submit(model, fv)
-    return Response(pred.to_bytes(), media_type=JSON)
+    return pred.to_bytes()
+
+
+@router.post(
+    "/predict",
+    response_model=Prediction,
+    responses={422: {"description": "invalid body (field-level details)"}, **_PREDICT_ERRORS},  # type: ignore[dict-item]
+    openapi_extra=_PREDICT_BODY,
+)
+async def predict(request: Request) -> Response:
+    """Score one feature vector (a ``PredictRequest``) with the champion. Bad input and missing
+    features give 422 (field-level), a different ``feature_version`` 409. Concurrent calls are
+    scored in one XGBoost call. (Served before routing by ``PredictFastPath`` when the body's
+    length is known; this route answers the rest, with the same function.)"""
+    answer = await predict_answer(request.app.state.service, await request.body())
+    return Response(answer, media_type=JSON) if isinstance(answer, bytes) else answer

@@ -151,3 +151,105 @@ async def test_http_metrics_by_route_template(client) -> None:
     assert 'http_requests_total{method="GET",route="/predictions/latest",status="404"} 1.0' in text
     assert 'route="unmatched",status="404"' in text
     assert "http_request_duration_seconds_bucket" in text
+
+
+async def test_latest_fast_path_answers_exactly_as_the_route(
+    client, service, calm_features, to_vectors
+) -> None:
+    """``GET /predictions/latest`` is served before routing (``LatestFastPath``): the same status,
+    headers and bytes as the route itself gives, counted in the same metrics; its errors (422,
+    404) and other methods are still the route's."""
+    from services.predictor.core import RawRecord, process
+    from services.predictor.middleware import LatestFastPath
+
+    vecs = to_vectors(calm_features.iloc[-3:])
+    for symbol in ("BTC", "ETH"):
+        recs = [RawRecord("f", 0, i, None, v.to_bytes()) for i, v in enumerate(vecs)]
+        preds = process(recs, service.holder.models.champion.bundle, None).predictions
+        service.ring.extend([p.model_copy(update={"symbol": symbol}) for p in preds])
+    routed = create_app(service)
+    routed.user_middleware = [m for m in routed.user_middleware if m.cls is not LatestFastPath]
+    transport = httpx.ASGITransport(app=routed)
+    async with httpx.AsyncClient(transport=transport, base_url="http://predictor") as plain:
+        for query in ("", "?symbol=ETH", "?symbol=BTC&symbol=ETH", "?x=1&symbol=BTC"):
+            fast = await client.get(f"/predictions/latest{query}")
+            slow = await plain.get(f"/predictions/latest{query}")
+            assert fast.status_code == slow.status_code == 200, query
+            assert fast.content == slow.content, query
+            assert fast.headers.items() == slow.headers.items(), query
+        assert fast.json()["symbol"] == "BTC"
+        for query in ("?symbol=btc/usd", "?symbol=SOL"):  # 422, 404: the route's own answers
+            fast = await client.get(f"/predictions/latest{query}")
+            slow = await plain.get(f"/predictions/latest{query}")
+            assert (fast.status_code, fast.content) == (slow.status_code, slow.content)
+            assert fast.status_code in (404, 422)
+        fast, slow = (
+            await client.head("/predictions/latest"),
+            await plain.head("/predictions/latest"),
+        )
+        assert fast.status_code == slow.status_code  # another method: the route's answer
+    # both apps count into the service's metrics: 4 answers each by the fast path and the route
+    stats = service.metrics.http
+    assert stats.sample_value("GET", "/predictions/latest", 200) == 8
+    assert stats.sample_value("GET", "/predictions/latest", 404) == 2
+    assert stats.sample_value("GET", "/predictions/latest", 422) == 2
+    assert stats.sample_value("HEAD", "/predictions/latest", 405) == 2
+    text = (await client.get("/metrics")).text
+    line = 'http_request_duration_seconds_count{method="GET",route="/predictions/latest"}'
+    assert f"{line} 12.0" in text
+
+
+async def test_predict_fast_path_answers_as_the_route(
+    client, service, calm_features, to_vectors
+) -> None:
+    """``POST /predict`` is served before routing (``PredictFastPath``) by the route's own
+    answer function: the same statuses, headers and bodies as the route (a 200's timestamps
+    aside), counted in the same metrics; bodies of unknown or excessive length go to the route."""
+    from services.predictor.middleware import PredictFastPath
+
+    body = payload(to_vectors(calm_features.iloc[-1:])[0])
+    bodies = [
+        body,
+        {**body, "features": {**body["features"], "rv_5m": "x"}},
+        {**body, "features": {k: v for k, v in body["features"].items() if k != "lrv_60m"}},
+        {**body, "feature_version": "rv60-0123"},
+        {**body, "symbol": "btc/usd"},
+        {**body, "features": {f"f{i}": 1.0 for i in range(10_000)}},  # 413
+    ]
+    routed = create_app(service)
+    routed.user_middleware = [m for m in routed.user_middleware if m.cls is not PredictFastPath]
+    transport = httpx.ASGITransport(app=routed)
+    async with httpx.AsyncClient(transport=transport, base_url="http://predictor") as plain:
+        statuses = []
+        for b in bodies:
+            fast, slow = await client.post("/predict", json=b), await plain.post("/predict", json=b)
+            assert fast.status_code == slow.status_code, b
+            same = ("content-type", "content-length") if fast.status_code != 200 else ()
+            assert [fast.headers.get(h) for h in same] == [slow.headers.get(h) for h in same]
+            assert fast.headers["content-type"] == slow.headers["content-type"]
+            assert len(fast.headers) == len(slow.headers)
+            if fast.status_code == 200:  # the timestamps' digits can change the length
+                stamps = ("emitted_at", "features_emitted_at")
+                f, s = (
+                    {k: v for k, v in r.json().items() if k not in stamps} for r in (fast, slow)
+                )
+                assert f == s
+            else:
+                assert fast.content == slow.content
+            statuses.append(fast.status_code)
+        assert statuses == [200, 422, 422, 409, 422, 413]
+        bad = {"content": b"{not json", "headers": {"content-type": "application/json"}}
+        fast, slow = await client.post("/predict", **bad), await plain.post("/predict", **bad)
+        assert (fast.status_code, fast.content) == (slow.status_code, slow.content)
+        # no champion: 503 from both
+        service.holder.models = type(service.holder.models)()
+        fast, slow = (
+            await client.post("/predict", json=body),
+            await plain.post("/predict", json=body),
+        )
+        assert fast.status_code == slow.status_code == 503 and fast.content == slow.content
+    stats = service.metrics.http
+    assert stats.sample_value("POST", "/predict", 200) == 2
+    assert stats.sample_value("POST", "/predict", 422) == 8
+    assert stats.sample_value("POST", "unmatched", 413) == 2  # BodyLimit answers before routing
+    assert stats.sample_value("POST", "/predict", 503) == 2
