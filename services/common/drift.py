@@ -271,10 +271,13 @@ class DriftMonitor:
         self._psi = np.full(len(self.names), np.nan)
         self._ratio = math.nan
 
-    def update_many(self, matrix: np.ndarray, stride: int = 1) -> DriftTrace:
+    def update_many(self, matrix: np.ndarray, stride: int = 1, last: bool = False) -> DriftTrace:
         """Add rows; returns their out-of-range counts and the ratio after each row (with
         ``stride`` > 1, only rows whose count since the start is a multiple of it are judged,
-        the others are NaN: the calibration's sample of windows)."""
+        the others are NaN: the calibration's sample of windows). ``last``: judge only the
+        last row (the live predictor exports the state after a fold, not each row's: PSI of
+        every row of a fold cost it more than the rest of its bookkeeping); the same values
+        for that row, NaN for the others."""
         matrix = np.asarray(matrix, dtype=np.float64).reshape(-1, len(self.all_names))
         with np.errstate(invalid="ignore"):
             out = (matrix < self.lo) | (matrix > self.hi)
@@ -283,7 +286,11 @@ class DriftMonitor:
         ratios, psis = [], []
         step = self._chunk
         for a in range(0, len(matrix), step):
-            r, p = self._step(matrix[a : a + step], out[a : a + step][:, self.cols], stride)
+            final = last and a + step >= len(matrix)
+            only = None if not last else final
+            r, p = self._step(
+                matrix[a : a + step], out[a : a + step][:, self.cols], stride, judge=only
+            )
             ratios.append(r)
             psis.append(p)
         if not ratios:
@@ -291,8 +298,9 @@ class DriftMonitor:
         return DriftTrace(ood, np.concatenate(ratios), np.concatenate(psis))
 
     def _step(
-        self, rows: np.ndarray, out: np.ndarray, stride: int = 1
+        self, rows: np.ndarray, out: np.ndarray, stride: int = 1, judge: bool | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
+        """Add ``rows``; judge each (``judge`` None), only the last one (True) or none (False)."""
         m, f = len(rows), len(self.names)
         nb = self.expected.shape[1]
         onehot = np.zeros((m, f, nb), dtype=np.int32)
@@ -305,7 +313,10 @@ class DriftMonitor:
         cum[new] = cum[last] + np.cumsum(onehot, axis=0)
         ocum[new] = ocum[last] + np.cumsum(out, axis=0, dtype=np.int32)
         seen = self.n + 1 + np.arange(m)  # rows seen after each new row
-        sel = np.flatnonzero(seen % stride == 0) if stride > 1 else np.arange(m)
+        if judge is not None:
+            sel = np.arange(m - 1, m) if judge else np.arange(0)
+        else:
+            sel = np.flatnonzero(seen % stride == 0) if stride > 1 else np.arange(m)
         ends = seen[sel]  # absolute index of the state after each judged row
         feat = np.arange(f)
         starts = (ends[:, None] - self.windows[None, :]) % self._slots

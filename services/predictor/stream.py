@@ -309,7 +309,7 @@ def observe_drift(
     has been filled) PSI and its limit per feature and the drift ratio."""
     assert models.champion is not None and result.matrix is not None
     drift = models.champion.drift
-    for feature, n in drift.update_many(result.matrix).ood.items():
+    for feature, n in drift.update_many(result.matrix, last=True).ood.items():
         m.feature_ood.labels(feature).inc(n)
     ratio = drift.drift_ratio()
     if ratio is None:

@@ -89,3 +89,25 @@ def test_stride_judges_the_same_rows_the_same_way() -> None:
     strided = build()[0].update_many(rows, stride=5).psi
     np.testing.assert_array_equal(strided[4::5], full[4::5])
     assert np.isnan(strided[np.arange(len(rows)) % 5 != 4]).all()
+
+
+@pytest.mark.parametrize("sizes", [[1], [7], [1, 250, 3, 64], [1500]])
+def test_judging_only_the_last_row_keeps_the_state_of_judging_every_row(sizes: list[int]) -> None:
+    """The live predictor judges only a fold's last row: after every fold, the same PSI, ratio
+    and out-of-range counts as judging each row (the other rows are NaN)."""
+    rows = stream(n=5000)  # longer than a CHUNK: a fold of 1500+ rows takes several steps
+    every, last = build()[0], build()[0]
+    a, k = 0, 0
+    while a < len(rows):
+        size = sizes[k % len(sizes)] * (3 if k % 5 == 4 else 1)
+        full, only = (
+            every.update_many(rows[a : a + size]),
+            last.update_many(rows[a : a + size], last=True),
+        )
+        np.testing.assert_array_equal(only.psi[-1], full.psi[-1])
+        np.testing.assert_array_equal(only.ratio[-1:], full.ratio[-1:])
+        assert np.isnan(only.psi[:-1]).all() and np.isnan(only.ratio[:-1]).all()
+        assert only.ood == full.ood
+        assert (last.psi(), last.drift_ratio()) == (every.psi(), every.drift_ratio())
+        a, k = a + size, k + 1
+    assert last.warm()
