@@ -19,6 +19,7 @@ A RawBatch carries its rows exactly as received, unvalidated: judging them is th
 from __future__ import annotations
 
 import base64
+import functools
 import time as _time
 from typing import Any, ClassVar, Literal, Self
 
@@ -31,6 +32,14 @@ SCHEMA_VERSION: Literal[1] = 1
 Symbol = str  # upper-case base asset, e.g. "BTC"
 SYMBOL_PATTERN = r"^[A-Z0-9]{1,15}$"
 CANDLE_FIELDS = ("time", "open", "high", "low", "close", "volumefrom", "volumeto")
+
+
+_setattr = object.__setattr__
+
+
+@functools.cache
+def _field_names(cls: type[BaseModel]) -> frozenset[str]:
+    return frozenset(cls.model_fields)
 
 
 def now() -> float:
@@ -67,6 +76,24 @@ class Message(BaseModel):
             return cls.model_validate_json(data)
         except ValidationError as exc:
             raise SchemaError(describe_validation_error(cls.__name__, exc)) from exc
+
+    @classmethod
+    def trusted(cls, values: dict[str, Any]) -> Self:
+        """The message around ``values`` without validation, for hot paths that built or
+        checked every value themselves: ``values`` must hold every field, in declaration
+        order, each already of its declared JSON-native type (then ``to_bytes()`` equals
+        ``orjson.dumps(values)``). Several times cheaper than ``model_construct``.
+
+        >>> v = {"schema_version": 1, "code": "late", "message": "m", "index": None}
+        >>> DeadLetterReason.trusted(v) == DeadLetterReason(code="late", message="m")
+        True
+        """
+        msg = cls.__new__(cls)
+        _setattr(msg, "__dict__", values)
+        _setattr(msg, "__pydantic_fields_set__", set(_field_names(cls)))
+        _setattr(msg, "__pydantic_extra__", None)
+        _setattr(msg, "__pydantic_private__", None)
+        return msg
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:

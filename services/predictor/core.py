@@ -14,6 +14,7 @@ import time
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, Protocol
 
 import numpy as np
@@ -22,7 +23,14 @@ import orjson
 from services.common import intervals
 from services.common.adaptive_intervals import AdaptiveIntervals
 from services.common.errors import SchemaError
-from services.common.schemas import DeadLetter, DeadLetterReason, FeatureVector, Prediction, now
+from services.common.schemas import (
+    SCHEMA_VERSION,
+    DeadLetter,
+    DeadLetterReason,
+    FeatureVector,
+    Prediction,
+    now,
+)
 from services.predictor.calibration import adaptive_bounds
 
 STAGE = "predictor"
@@ -45,6 +53,22 @@ class Bundle(Protocol):
     def bias_factor(self) -> float: ...
 
 
+class Record(Protocol):
+    """What scoring reads of a consumed record: aiokafka's ``ConsumerRecord`` as it comes (the
+    stream loop passes them on as they are), or a :class:`RawRecord`."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+
+
 @dataclass(frozen=True)
 class RawRecord:
     """One consumed record, as plain data (topic, partition, offset, key, value)."""
@@ -61,6 +85,7 @@ class BatchResult:
     """What one micro-batch became."""
 
     predictions: list[Prediction] = field(default_factory=list)
+    encoded: list[bytes] = field(default_factory=list)  # each prediction's JSON (to_bytes())
     dead: list[DeadLetter] = field(default_factory=list)
     cold: int = 0
     matrix: np.ndarray | None = None  # champion-ordered features of the scored vectors
@@ -76,6 +101,12 @@ def feature_matrix(rows: Sequence[Mapping[str, float | None]], names: Sequence[s
     """
     if not rows:
         return np.empty((0, len(names)))
+    if len(names) > 1:  # itemgetter of one name gives a value, not a tuple
+        get = itemgetter(*names)
+        try:
+            return np.array([get(r) for r in rows], dtype=np.float64)
+        except KeyError:
+            pass  # an absent feature: NaN below
     return np.array([[r.get(n) for n in names] for r in rows], dtype=np.float64)
 
 
@@ -188,11 +219,16 @@ def interval_bounds(
     return intervals.bounds(cal, log_rv, column, level)
 
 
-def vector_problem(fv: FeatureVector, bundle: Bundle) -> DeadLetterReason | None:
-    """Why this vector cannot be scored by ``bundle``, or None when it can."""
+def vector_problem(
+    fv: FeatureVector, bundle: Bundle, needed: frozenset[str] | None = None
+) -> DeadLetterReason | None:
+    """Why this vector cannot be scored by ``bundle``, or None when it can (``needed``: the
+    bundle's feature names as a set, when the caller checks many vectors)."""
     if fv.feature_version != bundle.feature_version:
         msg = f"vector feature_version {fv.feature_version!r} != model's {bundle.feature_version!r}"
         return DeadLetterReason(code="feature_version_mismatch", message=msg)
+    if fv.features.keys() >= (needed or frozenset(bundle.feature_names)):
+        return None
     missing = [n for n in bundle.feature_names if n not in fv.features]
     if missing:
         return DeadLetterReason(code="missing_features", message=f"missing: {missing[:10]}")
@@ -210,36 +246,70 @@ def to_predictions(
 ) -> list[Prediction]:
     """Prediction messages for scored vectors (one timestamp for the whole batch), with their
     interval when ``bounds`` (from :func:`interval_bounds`) and its ``level`` are given."""
+    return encode_predictions(vectors, log_rv, bundle, role, horizon, bounds, level, False)[0]
+
+
+def encode_predictions(
+    vectors: Sequence[FeatureVector],
+    log_rv: np.ndarray,
+    bundle: Bundle,
+    role: str,
+    horizon: int,
+    bounds: tuple[np.ndarray, np.ndarray] | None = None,
+    level: float | None = None,
+    encode: bool = True,
+) -> tuple[list[Prediction], list[bytes]]:
+    """:func:`to_predictions` and, with ``encode``, each one's JSON (``to_bytes()``).
+
+    The values are checked once per batch, not per row: when every ``rv`` and bound is finite
+    and every ``rv_lo <= rv_hi``, what ``Prediction`` validates holds by construction
+    (``rv = e^log_rv >= 0``, the level is a setting in (0, 1); a ``log_rv`` too large raises
+    in ``math.exp``, as it did), so the messages are built without re-validation
+    (:meth:`~services.common.schemas.Message.trusted`) and encoded from their field dicts;
+    otherwise each is validated, and raises, as it always did."""
     emitted = now()
+    lrs = np.asarray(log_rv, dtype=np.float64).tolist()
+    rvs = [math.exp(lr) for lr in lrs]  # math's exp, as always (numpy's differs in the last bit)
+    checked = all(map(math.isfinite, rvs))  # an rv that is NaN is left to the validation
     if bounds is None or level is None:
         los: list[float | None] = [None] * len(vectors)
         his: list[float | None] = los
         level = None
     else:
-        los, his = bounds[0].tolist(), bounds[1].tolist()
-    return [
-        Prediction(
-            symbol=fv.symbol,
-            time=fv.time,
-            horizon_minutes=horizon,
-            rv=math.exp(lr),
-            log_rv=lr,
-            model_name=bundle.name,
-            model_version=bundle.version,
-            role=role,  # type: ignore[arg-type]
-            feature_version=fv.feature_version,
-            ingested_at=fv.ingested_at,
-            features_emitted_at=fv.emitted_at,
-            emitted_at=emitted,
-            rv_lo=lo,
-            rv_hi=hi,
-            interval_level=level,
-        )
-        for fv, lr, lo, hi in zip(vectors, log_rv.tolist(), los, his, strict=True)
+        lo, hi = np.asarray(bounds[0], np.float64), np.asarray(bounds[1], np.float64)
+        los, his = lo.tolist(), hi.tolist()
+        ordered = np.isfinite(lo).all() and np.isfinite(hi).all() and (lo <= hi).all()
+        checked = checked and bool(ordered)
+    name, version = bundle.name, bundle.version
+    rows = [
+        {
+            "schema_version": SCHEMA_VERSION,
+            "symbol": fv.symbol,
+            "time": fv.time,
+            "horizon_minutes": horizon,
+            "rv": r,
+            "log_rv": lr,
+            "model_name": name,
+            "model_version": version,
+            "role": role,
+            "feature_version": fv.feature_version,
+            "ingested_at": fv.ingested_at,
+            "features_emitted_at": fv.emitted_at,
+            "emitted_at": emitted,
+            "rv_lo": lo_,
+            "rv_hi": hi_,
+            "interval_level": level,
+        }
+        for fv, r, lr, lo_, hi_ in zip(vectors, rvs, lrs, los, his, strict=True)
     ]
+    if checked:
+        preds = [Prediction.trusted(row) for row in rows]
+    else:
+        preds = [Prediction(**row) for row in rows]  # validates: raises on a bad value
+    return preds, [orjson.dumps(row) for row in rows] if encode else []
 
 
-def dead_letter(rec: RawRecord, reason: DeadLetterReason, fv: FeatureVector | None) -> DeadLetter:
+def dead_letter(rec: Record, reason: DeadLetterReason, fv: FeatureVector | None) -> DeadLetter:
     """A DLQ message around the original bytes, with where it came from."""
     return DeadLetter.wrap(
         rec.value or b"",
@@ -254,8 +324,10 @@ def dead_letter(rec: RawRecord, reason: DeadLetterReason, fv: FeatureVector | No
     )
 
 
-def decode(rec: RawRecord) -> FeatureVector | DeadLetterReason:
-    """The vector in a record, or why it is malformed."""
+def decode(rec: Record) -> FeatureVector | DeadLetterReason:
+    """The vector in a record, or why it is malformed (pydantic's JSON validation is also the
+    cheapest decode: ~7.5 µs for the featurizer's 66 features, against ~9 µs for orjson plus
+    the checks it would need)."""
     if rec.value is None:
         return DeadLetterReason(code="malformed", message="empty value (tombstone)")
     try:
@@ -264,12 +336,11 @@ def decode(rec: RawRecord) -> FeatureVector | DeadLetterReason:
         return DeadLetterReason(code="malformed", message=str(exc)[:2000])
 
 
-def triage(
-    records: Sequence[RawRecord], champion: Bundle
-) -> tuple[list[FeatureVector], BatchResult]:
+def triage(records: Sequence[Record], champion: Bundle) -> tuple[list[FeatureVector], BatchResult]:
     """Split records into scorable warm vectors, cold ones (counted) and dead letters."""
     out = BatchResult()
     warm: list[FeatureVector] = []
+    needed = frozenset(champion.feature_names)
     for rec in records:
         fv = decode(rec)
         if isinstance(fv, DeadLetterReason):
@@ -278,7 +349,7 @@ def triage(
         if not fv.warm:
             out.cold += 1
             continue
-        problem = vector_problem(fv, champion)
+        problem = vector_problem(fv, champion, needed)
         if problem is not None:
             out.dead.append(dead_letter(rec, problem, fv))
             continue
@@ -287,7 +358,7 @@ def triage(
 
 
 def process(
-    records: Sequence[RawRecord],
+    records: Sequence[Record],
     champion: Bundle,
     challenger: Bundle | None,
     horizon: int = 60,
@@ -305,12 +376,19 @@ def process(
     log_rv = score(champion, out.matrix)
     bounds = interval_bounds(champion, log_rv, out.matrix, level, adaptive[0], warm)
     out.scoring_s = time.perf_counter() - t0
-    out.predictions = to_predictions(warm, log_rv, champion, "champion", horizon, bounds, level)
+    out.predictions, out.encoded = encode_predictions(
+        warm, log_rv, champion, "champion", horizon, bounds, level
+    )
     if challenger is not None:
-        ok = [fv for fv in warm if vector_problem(fv, challenger) is None]
+        needed = frozenset(challenger.feature_names)
+        ok = [fv for fv in warm if vector_problem(fv, challenger, needed) is None]
         out.shadow_skipped = len(warm) - len(ok)
         matrix = feature_matrix([fv.features for fv in ok], challenger.feature_names)
         shadow = score(challenger, matrix)
         bounds = interval_bounds(challenger, shadow, matrix, level, adaptive[1], ok)
-        out.predictions += to_predictions(ok, shadow, challenger, "shadow", horizon, bounds, level)
+        preds, encoded = encode_predictions(
+            ok, shadow, challenger, "shadow", horizon, bounds, level
+        )
+        out.predictions += preds
+        out.encoded += encoded
     return out

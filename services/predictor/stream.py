@@ -37,7 +37,7 @@ from services.common.schemas import Candle, ModelEvent, Prediction
 from services.common.settings import Settings
 from services.common.topics import FEATURES, MODEL_EVENTS, PREDICTIONS, TICKS_CLEAN, TICKS_DLQ
 from services.predictor.accuracy import BaselineForecast, LiveAccuracy, Resolved
-from services.predictor.core import BatchResult, RawRecord, process
+from services.predictor.core import BatchResult, Record, process
 from services.predictor.metrics import PredictorMetrics
 from services.predictor.models import ModelHolder, ModelSet
 from services.predictor.ring import PredictionRing
@@ -77,13 +77,11 @@ class _Assignment(ConsumerRebalanceListener):
         log.info("partitions assigned", extra={"partitions": sorted(str(p) for p in assigned)})
 
 
-def records_of(batch: dict[Any, list[Any]]) -> list[RawRecord]:
-    """aiokafka's getmany result as plain records."""
-    return [
-        RawRecord(tp.topic, tp.partition, r.offset, r.key, r.value)
-        for tp, recs in batch.items()
-        for r in recs
-    ]
+def records_of(batch: dict[Any, list[Any]]) -> list[Record]:
+    """aiokafka's getmany result as one list of its records (they are read as they are)."""
+    if len(batch) == 1:
+        return next(iter(batch.values()))
+    return [r for recs in batch.values() for r in recs]
 
 
 def next_positions(batch: dict[Any, list[Any]]) -> dict[int, int]:
@@ -192,7 +190,7 @@ class StreamWorker:
             result = process(*args)
         else:
             result = await asyncio.to_thread(process, *args)
-        encoded = [p.to_bytes() for p in result.predictions]  # once: Kafka and the ring
+        encoded = result.encoded  # once: Kafka and the ring
         keyed = [(p.symbol.encode(), b) for p, b in zip(result.predictions, encoded, strict=True)]
         dead = [((d.key or "").encode(), d.to_bytes()) for d in result.dead]
         futures = await kafka.queue_packed(producer, PREDICTIONS, keyed)
@@ -368,7 +366,7 @@ class SideConsumer:
         finally:
             await consumer.stop()
 
-    def handle(self, records: Iterable[RawRecord]) -> None:
+    def handle(self, records: Iterable[Record]) -> None:
         """Closes go to the realized-RV joiner; a matching model event triggers a reload."""
         closes = []
         for rec in records:
@@ -383,7 +381,7 @@ class SideConsumer:
         if closes:
             observe_accuracy(self.metrics, self.accuracy, self.accuracy.joiner.add_closes(closes))
 
-    def _on_event(self, rec: RawRecord) -> None:
+    def _on_event(self, rec: Record) -> None:
         try:
             event = ModelEvent.from_bytes(rec.value or b"")
         except ValueError:

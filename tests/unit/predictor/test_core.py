@@ -122,3 +122,27 @@ def test_a_scorer_goes_with_its_booster(calm_features, bundle) -> None:
     del booster
     gc.collect()
     assert len(core._scorers) == before - 1
+
+
+def test_predictions_are_built_and_encoded_as_validated(calm_features, bundle, to_vectors) -> None:
+    """The batch's predictions equal the validated messages, field by field and as JSON; a
+    batch with a value the message refuses raises as validation always did."""
+    import pydantic
+    import pytest
+
+    from services.common.schemas import Prediction
+    from services.predictor.core import encode_predictions
+
+    vecs = to_vectors(calm_features[calm_features["warm"]].iloc[-50:])
+    vecs[3] = vecs[3].model_copy(update={"ingested_at": None})
+    out = process(records(vecs), bundle, None, level=0.8)
+    assert len(out.predictions) == len(out.encoded) == 50
+    for p, blob in zip(out.predictions, out.encoded, strict=True):
+        validated = Prediction(**p.model_dump())
+        assert p == validated and blob == validated.to_bytes() == p.to_bytes()
+    log_rv = np.array([p.log_rv for p in out.predictions[:2]])
+    crossed = (np.array([1.0, 2.0]), np.array([2.0, 1.0]))  # rv_lo > rv_hi on the second
+    with pytest.raises(pydantic.ValidationError, match="rv_lo"):
+        encode_predictions(vecs[:2], log_rv, bundle, "champion", 60, crossed, 0.8)
+    with pytest.raises(pydantic.ValidationError):
+        encode_predictions(vecs[:1], np.array([np.nan]), bundle, "champion", 60)
