@@ -134,12 +134,19 @@ class Resolved:
 
 
 class RealizedJoiner:
-    """Holds recent closes per symbol and pending predictions; resolves them when possible."""
+    """Holds recent closes per symbol and pending predictions; resolves them when possible.
+
+    Each close's squared log return from the minute before (``ln(c_t / c_{t-1})^2``) is kept
+    as the close arrives, so a resolution sums ``H`` of them instead of taking ``H`` logs, and
+    the predictions resolved together share one pass over their span: the same floats added
+    in the same order as :func:`realized_rv`, so the same value to the last bit."""
 
     def __init__(self, horizon_minutes: int = 60, keep_minutes: int = 3 * 1440) -> None:
         self.horizon = horizon_minutes
         self.keep = keep_minutes
         self._closes: dict[str, OrderedDict[int, float]] = {}
+        # per symbol, time t -> ln(c_t / c_{t-60})^2, where both closes are known and positive
+        self._returns: dict[str, dict[int, float]] = {}
         self._pending: dict[str, dict[tuple[int, str], Forecast]] = {}
         self._due: dict[str, list[tuple[int, str]]] = {}  # heap of pending keys, oldest first
         self.dropped = 0
@@ -148,10 +155,18 @@ class RealizedJoiner:
         """Record (symbol, candle time, close) rows; returns predictions that became resolvable."""
         touched = set()
         for symbol, t, close in rows:
-            book = self._closes.setdefault(symbol, OrderedDict())
+            book = self._closes.get(symbol)
+            if book is None:
+                book = self._closes[symbol] = OrderedDict()
+                self._returns[symbol] = {}
+            returns = self._returns[symbol]
             book[t] = close
+            _set_return(returns, book, t)
+            _set_return(returns, book, t + 60)
             while len(book) > self.keep:
-                book.popitem(last=False)
+                old, _ = book.popitem(last=False)
+                returns.pop(old, None)
+                returns.pop(old + 60, None)
             touched.add(symbol)
         return [r for s in touched for r in self._resolve(s)]
 
@@ -186,21 +201,42 @@ class RealizedJoiner:
         if not book or not pend or not due:
             return []
         newest = next(reversed(book))
+        span = 60 * self.horizon
+        keys = []
+        while due and due[0][0] + span <= newest:
+            keys.append(heapq.heappop(due))
+        if not keys:
+            return []
+        # the returns over the keys' whole span, once: slot i is minute keys[0].time + 60 (i + 1)
+        first, last = keys[0][0], keys[-1][0]
+        get = self._returns[symbol].get
+        returns = [get(t) for t in range(first + 60, last + span + 60, 60)]
         out: list[Resolved] = []
         realized: dict[int, float | None] = {}
-        while due and due[0][0] + 60 * self.horizon <= newest:
-            key = heapq.heappop(due)
+        for key in keys:
             pred = pend.pop(key)
-            if pred.time not in realized:
-                closes = [book.get(pred.time + 60 * k) for k in range(self.horizon + 1)]
-                ok = all(c is not None and c > 0 for c in closes)
-                realized[pred.time] = realized_rv(closes) if ok else None  # type: ignore[arg-type]
-            rv = realized[pred.time]
+            t = pred.time
+            if t not in realized:
+                i = (t - first) // 60
+                window = returns[i : i + self.horizon]
+                ok = None not in window  # every close of the window known and positive
+                realized[t] = max(math.sqrt(sum(window)), TRAINER_RV_FLOOR) if ok else None  # type: ignore[arg-type]
+            rv = realized[t]
             if rv is None:
                 self.dropped += 1
                 continue
             out.append(Resolved(pred, rv))
         return out
+
+
+def _set_return(returns: dict[int, float], book: Mapping[int, float], t: int) -> None:
+    """``returns[t]``: the squared log return into minute ``t`` (as :func:`realized_rv` takes
+    it), or none when either close is unknown or not positive."""
+    a, b = book.get(t - 60), book.get(t)
+    if a is not None and b is not None and a > 0 and b > 0:
+        returns[t] = math.log(b / a) ** 2
+    else:
+        returns.pop(t, None)
 
 
 class RollingAccuracy:

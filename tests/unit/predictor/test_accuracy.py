@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
 import numpy as np
 
 from services.common.schemas import Prediction
-from services.predictor.accuracy import LiveAccuracy, RealizedJoiner, RollingAccuracy, qlike
+from services.predictor.accuracy import (
+    LiveAccuracy,
+    RealizedJoiner,
+    RollingAccuracy,
+    qlike,
+    realized_rv,
+)
 from trainer.dataset import log_rv_target, minute_grid
 
 
@@ -125,3 +132,53 @@ def test_interval_coverage_is_exported_per_role() -> None:
     value = m.registry.get_sample_value
     assert value("model_interval_coverage", {"role": "champion"}) == 0.5
     assert value("model_interval_coverage", {"role": "shadow"}) == 1.0
+
+
+class NaiveJoiner:
+    """The join written plainly: 61 closes looked up and ``realized_rv`` per prediction."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep, self.book, self.pending = keep, OrderedDict(), {}
+
+    def add(self, rows, preds) -> list[tuple[int, float]]:
+        for p in preds:
+            self.pending[p.time] = p
+        for _, t, c in rows:
+            self.book[t] = c
+            while len(self.book) > self.keep:
+                self.book.popitem(last=False)
+        if not self.book:
+            return []
+        newest, out = next(reversed(self.book)), []
+        for t in sorted(x for x in self.pending if x + 3600 <= newest):
+            del self.pending[t]
+            window = [self.book.get(t + 60 * k) for k in range(61)]
+            if all(c is not None and c > 0 for c in window):
+                out.append((t, realized_rv(window)))
+        return out
+
+
+def test_resolved_rv_is_realized_rv_to_the_last_bit(calm_candles) -> None:
+    """Closes out of order, revised, missing, zero, and forgotten (a short memory): the joiner
+    resolves what the plain join resolves, each to the same value to the last bit."""
+    rng = np.random.default_rng(11)
+    df = calm_candles.iloc[:1200]
+    rows = closes(df)
+    rows = [r for i, r in enumerate(rows) if i not in (300, 301, 650)]  # gaps
+    rows[400] = (rows[400][0], rows[400][1], 0.0)  # not positive: its windows are dropped
+    order = np.argsort(np.arange(len(rows)) + rng.integers(0, 5, len(rows)), kind="stable")
+    rows = [rows[i] for i in order]  # a little out of order
+    rows[500:500] = [(s, t, c * 1.001) for s, t, c in rows[450:453]]  # revised, re-sent later
+    j, naive = RealizedJoiner(60, keep_minutes=500), NaiveJoiner(500)
+    times = df["time"].astype(int).tolist()
+    got, want = [], []
+    for a in range(0, len(rows), 37):
+        preds = [pred(t) for t in times[a : a + 37 : 2]]
+        got += [(r.prediction.time, r.rv_real) for r in j.add_predictions(preds)]
+        got += [(r.prediction.time, r.rv_real) for r in j.add_closes(rows[a : a + 37])]
+        want += naive.add(rows[a : a + 37], preds)
+    late = [pred(t) for t in times]  # the closes of many are forgotten by now
+    got += [(r.prediction.time, r.rv_real) for r in j.add_predictions(late)]
+    want += naive.add([], late)
+    assert len(want) > 300 and j.dropped > 0
+    assert got == want  # floats compared exactly
