@@ -32,6 +32,7 @@ from typing import Any
 
 import orjson
 
+from bench.bench_predictor import cpu_seconds
 from bench.common import figure, save
 from devstack.broker import EmbeddedBroker, free_port
 from services.common.settings import metrics_off_env
@@ -74,12 +75,6 @@ def real_vectors(n: int) -> tuple[list[bytes], list[bytes]]:
     ]
 
 
-def cpu_s(pid: int) -> float:
-    """User + system CPU of a process so far (``/proc/<pid>/stat``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 class Probe:
     """CPU and wall clock marks of this process around the loops' work."""
 
@@ -88,7 +83,7 @@ class Probe:
         self.marks: dict[str, tuple[float, float, float]] = {}
 
     def mark(self, name: str) -> None:
-        self.marks[name] = (time.process_time(), cpu_s(self.broker_pid), time.monotonic())
+        self.marks[name] = (time.process_time(), cpu_seconds(self.broker_pid), time.monotonic())
 
     def span(self, a: str, b: str) -> tuple[float, float, float]:
         """(own CPU s, broker CPU s, wall s) between two marks."""
