@@ -51,6 +51,7 @@ CEILING_BUDGET_S = float(os.environ.get("BENCH_CEILING_BUDGET_S", "120"))
 #: ``BENCH_PIPELINE_PARTS``: which runs (quick checks of one): throughput, latency or both.
 PARTS = os.environ.get("BENCH_PIPELINE_PARTS", "throughput,latency").split(",")
 SYMBOLS = ("BTC", "ETH", "SOL")
+RATE = 100.0  # candles/s of the latency feed and of its chain ceiling
 RSS_TARGET = "<= 300 MB"
 SERVICES = ("validator", "featurizer", "predictor", "ingestor (replay)")
 
@@ -91,14 +92,19 @@ def start_stream(pipe: Pipeline) -> None:
         pipe.service(name)
 
 
+#: Seconds without a new prediction, after the replay exited, that end the throughput run.
+IDLE_S = 10.0
+
+
 @dataclass
 class Progress:
-    """What came out of the pipeline so far (counted incrementally, values barely parsed)."""
+    """What came out of the pipeline: champion predictions as they arrived (counted on the
+    clock), and the feature vectors (counted after it, see :func:`count_vectors`)."""
 
     features: int = 0
     cold: int = 0  # vectors before the longest window is full: no prediction for those
     predictions: int = 0  # champion predictions
-    last_emitted: float = 0.0
+    last_arrival: float = 0.0  # time.time() at the consumer, as the chain's observer stamps
 
     @property
     def through(self) -> int:
@@ -109,11 +115,20 @@ class Progress:
         return self.features >= n and self.predictions >= self.features - self.cold
 
 
-async def follow(pipe: Pipeline, n: int, deadline: float) -> Progress:
-    """Count features and predictions as they come, until all ``n`` candles went through or
-    ``deadline`` (time.time()) passes."""
-    consumer = kafka.make_consumer(  # the fetch wait of the chain's observer (count_arrivals)
-        FEATURES,
+def _is_champion(value: bytes) -> bool:
+    doc = orjson.loads(value)
+    return isinstance(doc, dict) and doc.get("role") == "champion"
+
+
+async def follow(pipe: Pipeline, deadline: float, idle_s: float = IDLE_S) -> Progress:
+    """Count champion predictions as they arrive, until the replay has exited and none came for
+    ``idle_s``, or ``deadline`` (time.time()) passes.
+
+    Only ``predictions`` is read while the clock runs, with the fetch wait of the chain's
+    observer (:func:`count_arrivals`): production has no reader of ``features`` besides the
+    predictor, and a second one would add ~2 KB per candle to the broker's and this process's
+    work. The vectors are counted after the clock (:func:`count_vectors`)."""
+    consumer = kafka.make_consumer(
         PREDICTIONS,
         group_id=None,
         settings=pipe.settings,
@@ -122,20 +137,62 @@ async def follow(pipe: Pipeline, n: int, deadline: float) -> Progress:
     )
     await consumer.start()
     progress = Progress()
+    replay = pipe.procs["replay"]
+    last_news = time.time()
     try:
-        while time.time() < deadline and not progress.done(n):
-            for tp, records in (await consumer.getmany(timeout_ms=500)).items():
-                if tp.topic == FEATURES:
-                    progress.features += len(records)
-                    progress.cold += sum(b'"warm":false' in r.value for r in records)
-                    continue
-                preds = [orjson.loads(r.value) for r in records]
-                champion = [p["emitted_at"] for p in preds if p.get("role") == "champion"]
-                progress.predictions += len(champion)
-                progress.last_emitted = max([progress.last_emitted, *champion])
+        while time.time() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            now = time.time()
+            champions = sum(_is_champion(r.value) for rs in batch.values() for r in rs)
+            if batch:
+                last_news = now
+            if champions:
+                progress.predictions += champions
+                progress.last_arrival = now
+            if replay.poll() is not None and now - last_news >= idle_s:
+                break
     finally:
         await consumer.stop()
     return progress
+
+
+async def count_vectors(settings: Any, progress: Progress) -> None:
+    """Count the feature vectors on ``features``, and the cold ones among them, into
+    ``progress`` (after the clock: streamed, never held in memory)."""
+    consumer = kafka.make_consumer(group_id=None, settings=settings, max_poll_records=20_000)
+    await consumer.start()
+    try:
+        tps = await kafka.topic_partitions(consumer, FEATURES)
+        starts = await consumer.beginning_offsets(tps)
+        async for batch in kafka.read_log(consumer, starts, kafka.Until.end()):
+            progress.features += len(batch)
+            progress.cold += sum(b'"warm":false' in r.value for r in batch)
+    finally:
+        await consumer.stop()
+
+
+async def first_record_time(settings: Any, topic: str) -> float:
+    """When the first record of ``topic`` was produced (its timestamp: the producer's clock,
+    stamped as the record is queued; one machine, one clock). The clocks of the replay and of
+    its ceiling start there, so neither counts the replay process's start-up."""
+    consumer = kafka.make_consumer(group_id=None, settings=settings)
+    await consumer.start()
+    try:
+        tps = await kafka.topic_partitions(consumer, topic)
+        begins = await consumer.beginning_offsets(tps)
+        ends = await consumer.end_offsets(tps)
+        stops = {tp: begins[tp] + 1 for tp in tps if ends[tp] > begins[tp]}
+        starts = {tp: begins[tp] for tp in stops}
+        stamps = [
+            r.timestamp
+            async for batch in kafka.read_log(consumer, starts, kafka.Until.at(stops))
+            for r in batch
+        ]
+    finally:
+        await consumer.stop()
+    if not stamps:
+        raise RuntimeError(f"{topic} is empty: nothing was replayed")
+    return min(stamps) / 1000
 
 
 def replay_slice(workdir: Path) -> tuple[Path, int, str]:
@@ -176,9 +233,13 @@ def stage_groups(pipe: Pipeline) -> dict[str, int]:
     return groups
 
 
-def chain_throughput(workdir: Path, feed: Path, n: int) -> float:
+def chain_throughput(
+    workdir: Path, feed: Path, n: int
+) -> tuple[float, dict[str, float], tuple[int, float]]:
     """The same replay through three passthrough stages (:mod:`bench.passthrough`, each its own
-    process, JSON decode + encode per message) over the same four topics: candles/s."""
+    process, JSON decode + encode per message) over the same four topics: candles/s on the same
+    clock as the pipeline's (first record on ticks.raw → last arrival on predictions), the CPU
+    seconds of each process and of the broker on that clock, and (candles through, seconds)."""
     stages = [(TICKS_RAW, TICKS_CLEAN, True), (TICKS_CLEAN, FEATURES, False)]
     stages.append((FEATURES, PREDICTIONS, False))
     with Pipeline(workdir / "ceiling") as pipe:
@@ -186,12 +247,24 @@ def chain_throughput(workdir: Path, feed: Path, n: int) -> float:
             cmd = [sys.executable, "-m", "bench.passthrough", src, dst]
             pipe.start(f"pass-{i}", cmd + (["--explode"] if explode else []))
         time.sleep(12)  # the same head start as the real services get
-        began = time.time()
-        pipe.volstream("replay", "ingest", "replay", "--file", str(feed), "--symbol", "BTC")
-        count, last = asyncio.run(
-            count_arrivals(pipe.settings, PREDICTIONS, n, deadline=began + CEILING_BUDGET_S)
-        )
-    return count / max(last - began, 1e-9)
+        with CpuWatch(lambda: stage_groups(pipe)) as cpu:
+            launched = time.time()
+            pipe.volstream("replay", "ingest", "replay", "--file", str(feed), "--symbol", "BTC")
+            count, last = asyncio.run(
+                count_arrivals(pipe.settings, PREDICTIONS, n, deadline=launched + CEILING_BUDGET_S)
+            )
+        began = asyncio.run(first_record_time(pipe.settings, TICKS_RAW))
+    elapsed = max(last - began, 1e-9)
+    return count / elapsed, cpu.used_s(began, last), (count, elapsed)
+
+
+def cpu_figures(figures: list[dict], used: dict[str, float], through: int, prefix: str) -> None:
+    """``cpu_us_per_candle_<prefix><stage>`` per process group (the replay is the ingestor)."""
+    for name, seconds in sorted(used.items()):
+        stage = "ingestor" if name == "replay" else name.replace("-", "_")
+        us = seconds / max(through, 1) * 1e6
+        label = f"  CPU per candle: {prefix.replace('_', ' ')}{stage}"
+        figures.append(figure(label, us, "us", id=f"cpu_us_per_candle_{prefix}{stage}"))
 
 
 def throughput(
@@ -205,17 +278,17 @@ def throughput(
         start_stream(pipe)
         time.sleep(12)  # Faust worker start-up and group joins, before the clock starts
         with CpuWatch(lambda: stage_groups(pipe)) as cpu:
-            began = time.time()
             pipe.volstream("replay", "ingest", "replay", "--file", str(feed), "--symbol", "BTC")
-            got = asyncio.run(follow(pipe, n, deadline=began + BUDGET_S))
-            elapsed = (got.last_emitted or time.time()) - began
+            got = asyncio.run(follow(pipe, deadline=time.time() + BUDGET_S))
+        began = asyncio.run(first_record_time(pipe.settings, TICKS_RAW))
+        asyncio.run(count_vectors(pipe.settings, got))
+    end = got.last_arrival or time.time()
+    elapsed = max(end - began, 1e-9)
     _merge(rss, peaks)
-    for name, seconds in cpu.used_s().items():
-        stage = "ingestor" if name == "replay" else name
-        us = seconds / max(got.through, 1) * 1e6
-        label = f"  CPU per candle: {stage}"
-        figures.append(figure(label, us, "us", id=f"cpu_us_per_candle_{stage}"))
-    ceiling = chain_throughput(workdir, feed, n)
+    cpu_figures(figures, cpu.used_s(began, end), got.through, "")
+    ceiling, chain_cpu, (chain_through, chain_s) = chain_throughput(workdir, feed, n)
+    cpu_figures(figures, chain_cpu, chain_through, "chain_")
+    print(f"  chain: {chain_through:,} candles in {chain_s:,.1f} s", flush=True)
     days, complete = got.through / 1440, got.done(n)
     stated = f"{days:,.1f} days, {got.through:,} of {n:,} candles" + ("" if complete else ", cut")
     print(f"  replay slice: {stated}; why: {why}; {elapsed:,.0f} s", flush=True)
@@ -263,11 +336,32 @@ class Timed:
 
     total: np.ndarray
     hops: dict[str, np.ndarray]
+    window: tuple[float, float] = (0.0, 0.0)
+    fed: int = 0
 
 
 def _symbol_time(value: bytes) -> tuple[str, int] | None:
     doc = orjson.loads(value)
     return (doc["symbol"], doc["time"]) if isinstance(doc, dict) and "symbol" in doc else None
+
+
+async def stamps_on(settings: Any, topic: str, keys: set[tuple[str, int]]) -> dict:
+    """The record timestamp (ms) of each ``(symbol, time)`` in ``keys`` on ``topic``: read back
+    from the log after the feed, so the live consumer reads ``predictions`` alone."""
+    consumer = kafka.make_consumer(group_id=None, settings=settings, max_poll_records=20_000)
+    await consumer.start()
+    out: dict[tuple[str, int], float] = {}
+    try:
+        tps = await kafka.topic_partitions(consumer, topic)
+        starts = await consumer.beginning_offsets(tps)
+        async for batch in kafka.read_log(consumer, starts, kafka.Until.end()):
+            for r in batch:
+                key = _symbol_time(r.value)
+                if key in keys:
+                    out.setdefault(key, float(r.timestamp))
+    finally:
+        await consumer.stop()
+    return out
 
 
 async def feed_and_time(
@@ -276,15 +370,17 @@ async def feed_and_time(
     """Publish single-candle RawBatches at ``rate`` candles/s round-robin over the symbols (as
     live polling publishes: one small batch per symbol and minute, here much faster), and time
     each candle's champion prediction on arrival at a consumer of ``predictions``: arrival (this
-    process's clock) minus the moment its RawBatch was handed to the producer. The same consumer
-    reads the record timestamps of the candle on ``ticks.clean`` and of its vector on
-    ``features`` (stamped by the validator's and featurizer's producers; one machine, one
-    clock), which split each latency into hops: publish → ticks.clean (validator), → features
-    (featurizer), → predictions (predictor), → arrival here (delivery). The feed starts once the
-    warm-up is through: a prediction at or after ``warm_until`` for every symbol, then nothing
-    for 3 s (a stage still working off the warm-up would time its backlog, not the path)."""
+    process's clock) minus the moment its RawBatch was handed to the producer. That consumer
+    reads ``predictions`` alone, with the fetch wait of the chain's probe, as the chain's probe
+    reads its last topic. The record timestamps of the candle on ``ticks.clean`` and of its
+    vector on ``features`` (stamped by the validator's and featurizer's producers; one machine,
+    one clock), read back after the feed, split each latency into hops: publish → ticks.clean
+    (validator), → features (featurizer), → predictions (predictor), → arrival here (delivery).
+    The feed starts once the warm-up is through: a prediction at or after ``warm_until`` for
+    every symbol, then nothing for 3 s (a stage still working off the warm-up would time its
+    backlog, not the path). ``Timed.window`` is the feed's (first send, last arrival)."""
     consumer = kafka.make_consumer(
-        TICKS_CLEAN, FEATURES, PREDICTIONS, group_id=None, settings=settings, fetch_max_wait_ms=5
+        PREDICTIONS, group_id=None, settings=settings, fetch_max_wait_ms=5
     )
     await consumer.start()
     quiet_since, deadline = time.monotonic(), time.monotonic() + 600
@@ -293,50 +389,38 @@ async def feed_and_time(
         batch = await consumer.getmany(timeout_ms=500, max_records=20_000)
         if batch:  # the warm-up draining
             quiet_since = time.monotonic()
-        for tp, records in batch.items():
-            if tp.topic == PREDICTIONS:
-                for r in records:
-                    p = orjson.loads(r.value)
-                    if p["time"] >= warm_until:
-                        behind.discard(p["symbol"])
+        for records in batch.values():
+            for r in records:
+                p = orjson.loads(r.value)
+                if p["time"] >= warm_until:
+                    behind.discard(p["symbol"])
     if behind:
         print(f"  warm-up not through after 600 s for {sorted(behind)}", flush=True)
     producer = kafka.make_producer(settings, linger_ms=0)
     await producer.start()
     sent: dict[tuple[str, int], float] = {}
-    stamped: dict[str, dict[tuple[str, int], float]] = {TICKS_CLEAN: {}, FEATURES: {}}
-    out: list[tuple[float, ...]] = []  # (total, *hops) per candle, ms
+    arrivals: list[tuple[tuple[str, int], float, float]] = []  # (key, record ts ms, arrived s)
     ordered = steady.sort_values(["time", "symbol"]).to_dict("records")[: int(rate * seconds)]
     rows: list[dict[str, Any]] = [{str(k): v for k, v in r.items()} for r in ordered]
     feeding = True
 
-    def arrived_prediction(value: bytes, ts_ms: int, arrived: float) -> None:
-        p = orjson.loads(value)
-        key = (p["symbol"], p["time"])
-        t_sent = sent.get(key)
-        if p.get("role") != "champion" or t_sent is None:
-            return
-        clean = stamped[TICKS_CLEAN].get(key, float("nan"))
-        feats = stamped[FEATURES].get(key, float("nan"))
-        marks = [t_sent * 1000, clean, feats, float(ts_ms), arrived * 1000]
-        out.append(((arrived - t_sent) * 1000, *np.diff(marks)))
-
     async def collect() -> None:
         idle_since = time.monotonic()
-        while feeding or (len(out) < len(sent) and time.monotonic() - idle_since < 30):
+        while feeding or (len(arrivals) < len(sent) and time.monotonic() - idle_since < 30):
             batch = await consumer.getmany(timeout_ms=50)
             arrived = time.time()
-            for tp, records in batch.items():
+            for records in batch.values():
                 for r in records:
-                    if tp.topic == PREDICTIONS:
-                        arrived_prediction(r.value, r.timestamp, arrived)
+                    p = orjson.loads(r.value)
+                    key = (p["symbol"], p["time"])
+                    if p.get("role") == "champion" and key in sent:
+                        arrivals.append((key, float(r.timestamp), arrived))
                         idle_since = time.monotonic()
-                    elif (key := _symbol_time(r.value)) in sent:
-                        stamped[tp.topic][key] = float(r.timestamp)
 
     collector = asyncio.create_task(collect())
     try:
         t0 = time.monotonic()
+        first_sent = time.time()
         for i, row in enumerate(rows):
             await asyncio.sleep(max(0.0, t0 + i / rate - time.monotonic()))
             symbol = row.pop("symbol")
@@ -352,8 +436,24 @@ async def feed_and_time(
         feeding = False
         await producer.stop()
         await consumer.stop()
+    keys = set(sent)
+    clean = await stamps_on(settings, TICKS_CLEAN, keys)
+    feats = await stamps_on(settings, FEATURES, keys)
+    out: list[tuple[float, ...]] = []  # (total, *hops) per candle, ms
+    for key, ts_ms, arrived in arrivals:
+        t_sent = sent[key]
+        marks = [
+            t_sent * 1000,
+            clean.get(key, float("nan")),
+            feats.get(key, float("nan")),
+            ts_ms,
+            arrived * 1000,
+        ]
+        out.append(((arrived - t_sent) * 1000, *np.diff(marks)))
     kept = np.array(out[int(rate) :]).reshape(-1, 1 + len(HOPS))  # the first second warms up
-    return Timed(kept[:, 0], {hop: kept[:, 1 + i] for i, hop in enumerate(HOPS)})
+    last = max((a for _, _, a in arrivals), default=time.time())
+    hops = {hop: kept[:, 1 + i] for i, hop in enumerate(HOPS)}
+    return Timed(kept[:, 0], hops, (first_sent, last), len(sent))
 
 
 def latency(
@@ -365,8 +465,10 @@ def latency(
     t0 = int(START.timestamp())
     warmup = workdir / "warmup.parquet"
     n_warm = write_slice(warmup, t0 - 7 * 86400 - 3600, t0)
+    # enough minutes per symbol for the whole feed (12 h once capped it at 21.6 s of 60)
+    minutes = int(np.ceil(RATE * LATENCY_S / len(SYMBOLS))) + 60
     steady_one = pq.read_table(
-        TWO_YEARS, filters=[("time", ">=", t0), ("time", "<", t0 + 3600 * 12)]
+        TWO_YEARS, filters=[("time", ">=", t0), ("time", "<", t0 + 60 * minutes)]
     ).to_pandas()
     steady = pd.concat([steady_one.assign(symbol=s) for s in SYMBOLS], ignore_index=True)
     with Pipeline(workdir / "latency", mlflow_uri) as pipe, watch(pipe) as peaks:
@@ -374,14 +476,17 @@ def latency(
         asyncio.run(
             kafka.ensure_topics(pipe.settings, extra=[(t, pipe.partitions) for t in topics])
         )
-        chain = asyncio.run(chain_latency(pipe.settings, topics, rate=100, seconds=CHAIN_S))
+        with CpuWatch(lambda: stage_groups(pipe)) as chain_cpu:  # the broker, alone so far
+            chain_from, own_from = time.time(), time.process_time()
+            chain = asyncio.run(chain_latency(pipe.settings, topics, RATE, CHAIN_S))
+            chain_until, own_until = time.time(), time.process_time()
         start_stream(pipe)
         for s in SYMBOLS:
             pipe.volstream(f"warm-{s}", "ingest", "replay", "--file", str(warmup), "--symbol", s)
         asyncio.run(wait_for(pipe, "features", n_warm * len(SYMBOLS), timeout_s=600))
         with CpuWatch(lambda: stage_groups(pipe)) as cpu:
             last_hour = t0 - 3600  # of the warm-up (a gap may skip its very last minute)
-            feed = feed_and_time(pipe.settings, steady, 100, LATENCY_S, warm_until=last_hour)
+            feed = feed_and_time(pipe.settings, steady, RATE, LATENCY_S, warm_until=last_hour)
             timed = asyncio.run(feed)
     _merge(rss, peaks)
     lat = timed.total
@@ -420,11 +525,19 @@ def latency(
             )
     if lat.size:
         breakdown(timed, figures)
-        fed = LATENCY_S * 100
-        for name, used in cpu.used_s().items():
+        fed = timed.fed
+        print(f"  fed {fed:,} single-candle batches at {RATE:g}/s", flush=True)
+        for name, used in cpu.used_s(*timed.window).items():
             if not name.startswith("warm-"):
                 label = f"  CPU per candle at 100/s (incl. idle polling): {name}"
                 figures.append(figure(label, used / fed * 1e6, "us"))
+        # the chain's, same broker, same rate: its stages run in this process
+        sent = (chain_until - chain_from) * RATE
+        broker = chain_cpu.used_s(chain_from, chain_until).get("broker", float("nan"))
+        label = "  CPU per candle at 100/s (incl. idle polling): chain broker"
+        figures.append(figure(label, broker / sent * 1e6, "us"))
+        label = "  CPU per candle at 100/s (incl. idle polling): chain stages (this process)"
+        figures.append(figure(label, (own_until - own_from) / sent * 1e6, "us"))
     return {
         "publish→on predictions": [round(float(x), 2) for x in lat],
         "raw 4-hop chain": [round(float(x), 2) for x in chain],

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -112,6 +113,9 @@ def group_cpu_s(groups: dict[str, int], proc: Path = PROC) -> dict[str, float]:
 class CpuWatch:
     """CPU seconds each named process group spends while watched (sampled every
     ``interval_s``, so a process that exits meanwhile keeps what it used until its last sample).
+
+    Every sample is kept with its wall-clock time, so :meth:`used_s` can also answer for a window
+    inside the watch (a benchmark's clock that starts at its first record and stops at its last).
     """
 
     def __init__(self, groups: Callable[[], dict[str, int]], interval_s: float = 0.5) -> None:
@@ -119,17 +123,32 @@ class CpuWatch:
         self.interval_s = interval_s
         self._first: dict[str, float] = {}
         self._last: dict[str, float] = {}
+        self._samples: list[tuple[float, dict[str, float]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cpu-watch", daemon=True)
 
     def sample(self) -> None:
+        now = time.time()
         for name, seconds in group_cpu_s(self.groups()).items():
             self._first.setdefault(name, 0.0)  # started after the watch: all its CPU counts
             self._last[name] = max(seconds, self._last.get(name, 0.0))
+        self._samples.append((now, dict(self._last)))
 
-    def used_s(self) -> dict[str, float]:
-        """CPU seconds per name since the watch started (since its start for later ones)."""
-        return {name: self._last[name] - self._first.get(name, 0.0) for name in self._last}
+    def used_s(self, since: float | None = None, until: float | None = None) -> dict[str, float]:
+        """CPU seconds per name since the watch started (since its start for later ones), or
+        between the samples nearest to ``since`` and ``until`` (``time.time()`` values; to
+        within one sampling interval)."""
+        if since is None and until is None:
+            return {name: self._last[name] - self._first.get(name, 0.0) for name in self._last}
+        start = self._at(since) if since is not None else self._first
+        end = self._at(until) if until is not None else self._last
+        return {name: end[name] - start.get(name, self._first.get(name, 0.0)) for name in end}
+
+    def _at(self, t: float) -> dict[str, float]:
+        """The sample nearest to ``t`` (the watch's start when none is)."""
+        if not self._samples:
+            return dict(self._first)
+        return min(self._samples, key=lambda s: abs(s[0] - t))[1]
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -137,6 +156,7 @@ class CpuWatch:
 
     def __enter__(self) -> CpuWatch:
         self._first = group_cpu_s(self.groups())
+        self._samples = [(time.time(), dict(self._first))]
         self._thread.start()
         return self
 

@@ -67,3 +67,26 @@ def test_cpu_watch_counts_what_each_group_spends_while_watched() -> None:
     used = watch.used_s()
     assert used["busy"] >= 0.2  # sampled every 50 ms: at most one interval lost at its exit
     assert used["idle"] < 0.2
+
+
+def test_cpu_watch_answers_for_a_window_inside_the_watch() -> None:
+    """The replay's clock starts at its first record, after the watch started: CPU spent
+    outside a window is not the window's."""
+    import subprocess
+    import sys
+    import time
+
+    from bench.rss import CpuWatch
+
+    spin_then_sleep = "import time\nt = time.process_time()\n"
+    spin_then_sleep += "while time.process_time() - t < 0.4: pass\ntime.sleep(0.8)"
+    groups: dict[str, int] = {}
+    with CpuWatch(lambda: groups, interval_s=0.05) as watch:
+        began = time.time()
+        busy = subprocess.Popen([sys.executable, "-c", spin_then_sleep], start_new_session=True)
+        groups["busy"] = busy.pid
+        busy.wait()
+        ended = time.time()
+    assert watch.used_s(ended - 0.4, ended)["busy"] < 0.1  # asleep all along
+    assert watch.used_s(began, ended)["busy"] >= 0.3
+    assert watch.used_s()["busy"] >= 0.3
