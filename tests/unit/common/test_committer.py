@@ -67,3 +67,34 @@ async def test_revocation_waits_for_the_in_flight_batches() -> None:
     await asyncio.wait_for(revoke, 2)
     assert committed == [{1: 7}]
     await c.close()
+
+
+async def test_commits_are_spaced_by_the_interval_and_the_last_one_still_lands() -> None:
+    """One small batch at a time (a live stage) gives one commit per interval, not one per
+    batch, and positions acked just after a commit are committed once the interval passed,
+    with nothing else arriving."""
+    c, committed = recording(8, interval_s=0.3)
+    loop = asyncio.get_running_loop()
+    for i in range(1, 6):
+        ack = loop.create_future()
+        ack.set_result(None)
+        await c.submit([ack], {0: i})
+        await asyncio.sleep(0.01)
+    assert committed == [{0: 1}]  # the first at once, the next four wait for the interval
+    await asyncio.sleep(0.45)
+    assert committed == [{0: 1}, {0: 5}]
+    await c.close()
+    assert c.committed == {0: 5}
+
+
+async def test_drain_commits_at_once_inside_the_interval() -> None:
+    c, committed = recording(8, interval_s=60)
+    loop = asyncio.get_running_loop()
+    for i in (1, 2):
+        ack = loop.create_future()
+        ack.set_result(None)
+        await c.submit([ack], {0: i})
+        await asyncio.sleep(0.01)
+    await asyncio.wait_for(c.drain(), 1)
+    assert committed == [{0: 1}, {0: 2}]
+    await c.close()
