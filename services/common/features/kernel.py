@@ -150,12 +150,24 @@ def _hourly(x: np.ndarray, n: int) -> np.ndarray:
     return np.cumsum(padded.reshape(-1, 60), axis=1)
 
 
-def derive(frame: Frame, prior_r2: FloatArray, prior_n: IntArray) -> Derived:
-    """Per-minute terms and hour aggregates; ``prior_*``: the 167 hours before ``frame.t0``."""
-    c = frame.cols
+@dataclass(frozen=True)
+class Minutes:
+    """The per-minute terms of a run of slots and which minutes have a return, a candle, and a
+    return with a return before it (the masks the window counts are made of)."""
+
+    terms: dict[str, FloatArray]
+    has_r: np.ndarray
+    has_bar: np.ndarray
+    has_bp: np.ndarray
+
+
+def minute_terms(cols: dict[str, FloatArray], before_close: float) -> Minutes:
+    """Per-minute terms of consecutive slots; ``before_close``: the close of the slot before the
+    first (NaN if none). The online path derives only its new slots with this."""
+    c = cols
     close = c["close"]
     with np.errstate(divide="ignore", invalid="ignore"):
-        prev = np.concatenate(([frame.before["close"]], close[:-1]))
+        prev = np.concatenate(([before_close], close[:-1]))
         r = np.log(close / prev)
         hl = np.log(c["high"] / c["low"])
         co = np.log(close / c["open"])
@@ -178,16 +190,28 @@ def derive(frame: Frame, prior_r2: FloatArray, prior_n: IntArray) -> Derived:
         "lqv": lqv,
         "lqv2": lqv * lqv,
     }
-    h_r2, h_n = _hourly(r2, frame.n), _hourly(has_r.astype(np.int64), frame.n)
+    return Minutes(terms=terms, has_r=has_r, has_bar=has_bar, has_bp=has_bp)
+
+
+def hourly(m: Minutes, n: int) -> tuple[FloatArray, IntArray]:
+    """Running sums of r2 and of the returns present inside each clock hour, as (hours, 60)
+    arrays (the slots start on an hour; slots past ``n`` count as empty)."""
+    return _hourly(m.terms["r2"], n), _hourly(m.has_r.astype(np.int64), n)
+
+
+def derive(frame: Frame, prior_r2: FloatArray, prior_n: IntArray) -> Derived:
+    """Per-minute terms and hour aggregates; ``prior_*``: the 167 hours before ``frame.t0``."""
+    m = minute_terms(frame.cols, frame.before["close"])
+    h_r2, h_n = hourly(m, frame.n)
     all_r2 = np.concatenate((prior_r2, h_r2[:, -1]))
     all_n = np.concatenate((prior_n, h_n[:, -1]))
     return Derived(
         frame=frame,
-        close=close,
-        terms=terms,
-        cum_ret=_cum(has_r),
-        cum_bar=_cum(has_bar),
-        cum_bp=_cum(has_bp),
+        close=frame.cols["close"],
+        terms=m.terms,
+        cum_ret=_cum(m.has_r),
+        cum_bar=_cum(m.has_bar),
+        cum_bp=_cum(m.has_bp),
         partial_r2=h_r2.ravel(),
         partial_n=h_n.ravel(),
         hour_r2=h_r2[:, -1],
@@ -199,7 +223,9 @@ def derive(frame: Frame, prior_r2: FloatArray, prior_n: IntArray) -> Derived:
     )
 
 
-def _rescale(total: FloatArray, n: IntArray, w: int | IntArray, per: float) -> FloatArray:
+def _rescale(
+    total: FloatArray, n: IntArray, w: int | IntArray, per: float | IntArray
+) -> FloatArray:
     """``total * per / n`` where coverage is enough (``n >= MIN_COVERAGE * w``), else NaN."""
     ok = n >= MIN_COVERAGE * np.asarray(w)
     return np.where(ok, total * per / np.maximum(n, 1), np.nan)
@@ -211,22 +237,41 @@ def _log(x: FloatArray) -> FloatArray:
     return np.where(positive, np.log(np.where(positive, x, 1.0)), np.nan)
 
 
+def _windows(
+    rows: Rows, x: FloatArray, cum: IntArray, ws: tuple[int, ...]
+) -> tuple[FloatArray, IntArray]:
+    """Window sums of ``x`` and present counts from ``cum``, one row per window in ``ws``: the
+    same per-window sums, stacked, so each later step is one array call for every window (a
+    one-row micro-batch pays per call, not per value)."""
+    total = np.stack([rows.wsum(x, w) for w in ws])
+    n = np.stack([rows.count(cum, w) for w in ws])
+    return total, n
+
+
+def _column(values: tuple[int, ...]) -> IntArray:
+    return np.array(values, dtype=np.int64)[:, None]
+
+
 def _volatility(d: Derived, rows: Rows, out: dict[str, FloatArray]) -> None:
     """Realized volatility per window and HAR variances per hour (1 h .. 168 h)."""
-    r2 = d.terms["r2"]
-    for w in RV_WINDOWS:
-        total, n = rows.wsum(r2, w), rows.count(d.cum_ret, w)
-        out[f"rv_{w}m"] = np.sqrt(_rescale(total, n, w, w))
-        out[f"lrv_{w}m"] = _log(out[f"rv_{w}m"])
-        if w % 60 == 0 and w // 60 in HAR_HOURS:
-            out[f"har_{w // 60}h"] = _rescale(total, n, w, 60.0)
+    ws = _column(RV_WINDOWS)
+    total, n = _windows(rows, d.terms["r2"], d.cum_ret, RV_WINDOWS)
+    rv = np.sqrt(_rescale(total, n, ws, ws))
+    lrv = _log(rv)
+    har = [i for i, w in enumerate(RV_WINDOWS) if w % 60 == 0 and w // 60 in HAR_HOURS]
+    har_var = _rescale(total[har], n[har], ws[har], 60.0)
+    for i, w in enumerate(RV_WINDOWS):
+        out[f"rv_{w}m"], out[f"lrv_{w}m"] = rv[i], lrv[i]
+    for j, i in enumerate(har):
+        out[f"har_{RV_WINDOWS[i] // 60}h"] = har_var[j]
     slot = rows.idx
     minutes = PRIOR_HOURS * 60 + slot % 60 + 1
-    total = d.long_r2[slot // 60] + d.partial_r2[slot]
-    n = d.long_n[slot // 60] + d.partial_n[slot]
-    out[f"har_{LONG_HAR_HOURS}h"] = _rescale(total, n, minutes, 60.0)
-    for h in HAR_HOURS:
-        out[f"lhar_{h}h"] = _log(out[f"har_{h}h"])
+    total_long = d.long_r2[slot // 60] + d.partial_r2[slot]
+    n_long = d.long_n[slot // 60] + d.partial_n[slot]
+    out[f"har_{LONG_HAR_HOURS}h"] = _rescale(total_long, n_long, minutes, 60.0)
+    lhar = _log(np.stack([out[f"har_{h}h"] for h in HAR_HOURS]))
+    for i, h in enumerate(HAR_HOURS):
+        out[f"lhar_{h}h"] = lhar[i]
 
 
 def _seasonal(d: Derived, rows: Rows, out: dict[str, FloatArray]) -> None:
@@ -241,14 +286,12 @@ def _seasonal(d: Derived, rows: Rows, out: dict[str, FloatArray]) -> None:
     """
     slot = rows.idx
     target_hour = PRIOR_HOURS + slot // 60 + (slot % 60 >= 30)
-    total = np.zeros(rows.size)
-    days = np.zeros(rows.size, dtype=np.int64)
-    for day in range(1, SEASON_DAYS + 1):
-        j = target_hour - 24 * day
-        n = d.all_n[j]
-        ok = n >= MIN_COVERAGE * 60
-        total += np.where(ok, d.all_r2[j] * 60.0 / np.maximum(n, 1), 0.0)
-        days += ok
+    j = target_hour[None, :] - 24 * np.arange(1, SEASON_DAYS + 1)[:, None]  # (days, rows)
+    n = d.all_n[j]
+    ok = n >= MIN_COVERAGE * 60
+    # summed day after day, as a running total from 0 would be
+    total = np.where(ok, d.all_r2[j] * 60.0 / np.maximum(n, 1), 0.0).sum(axis=0)
+    days = ok.sum(axis=0)
     mean = np.where(days >= MIN_COVERAGE * SEASON_DAYS, total / np.maximum(days, 1), np.nan)
     out[f"lsea_{SEASON_DAYS}d"] = 0.5 * _log(mean)
     out[f"sea_ratio_{SEASON_DAYS}d"] = out[f"lsea_{SEASON_DAYS}d"] - 0.5 * out["lhar_24h"]
@@ -262,27 +305,32 @@ def _jumps(d: Derived, rows: Rows, out: dict[str, FloatArray]) -> None:
     bipower variation ``pi/2 * sum |r_s| |r_(s-1)|`` (pairs of present returns, rescaled to the
     window), robust to jumps. ``jump``: ``ln(RV^2 / BPV)``, positive when jumps dominate.
     """
-    t = d.terms
-    for w in JUMP_WINDOWS:
-        n = rows.count(d.cum_ret, w)
-        total = rows.wsum(t["r2"], w)
-        var = _rescale(total, n, w, w)
-        share = rows.wsum(t["r2_neg"], w) / np.where(total > 0, total, 1.0)
-        out[f"rsn_share_{w}m"] = np.where((total > 0) & ~np.isnan(var), share, np.nan)
-        bpv = _rescale(BPV_SCALE * rows.wsum(t["bp"], w), rows.count(d.cum_bp, w), w, w)
-        out[f"lbpv_{w}m"] = 0.5 * _log(bpv)
-        out[f"jump_{w}m"] = _log(var) - _log(bpv)
+    t, ws = d.terms, _column(JUMP_WINDOWS)
+    total, n = _windows(rows, t["r2"], d.cum_ret, JUMP_WINDOWS)
+    var = _rescale(total, n, ws, ws)
+    neg, _ = _windows(rows, t["r2_neg"], d.cum_ret, JUMP_WINDOWS)
+    share = neg / np.where(total > 0, total, 1.0)
+    share = np.where((total > 0) & ~np.isnan(var), share, np.nan)
+    bp, n_bp = _windows(rows, t["bp"], d.cum_bp, JUMP_WINDOWS)
+    log_bpv = _log(_rescale(BPV_SCALE * bp, n_bp, ws, ws))
+    jump = _log(var) - log_bpv
+    for i, w in enumerate(JUMP_WINDOWS):
+        out[f"rsn_share_{w}m"], out[f"lbpv_{w}m"] = share[i], 0.5 * log_bpv[i]
+        out[f"jump_{w}m"] = jump[i]
 
 
 def _ranges(d: Derived, rows: Rows, out: dict[str, FloatArray]) -> None:
     """Parkinson, Garman-Klass and Rogers-Satchell volatility per window (GK clipped at 0
     before the root; RS is a sum of non-negative terms)."""
-    for w in RANGE_WINDOWS:
-        n = rows.count(d.cum_bar, w)
-        for est in RANGE_ESTIMATORS:
-            var = _rescale(rows.wsum(d.terms[est], w), n, w, w)
-            out[f"{est}_{w}m"] = np.sqrt(np.where(var < 0, 0.0, var))
-            out[f"l{est}_{w}m"] = _log(out[f"{est}_{w}m"])
+    pairs = [(est, w) for w in RANGE_WINDOWS for est in RANGE_ESTIMATORS]
+    ws = _column(tuple(w for _, w in pairs))
+    total = np.stack([rows.wsum(d.terms[est], w) for est, w in pairs])
+    n = np.repeat(np.stack([rows.count(d.cum_bar, w) for w in RANGE_WINDOWS]), 3, axis=0)
+    var = _rescale(total, n, ws, ws)
+    vol = np.sqrt(np.where(var < 0, 0.0, var))
+    log_vol = _log(vol)
+    for i, (est, w) in enumerate(pairs):
+        out[f"{est}_{w}m"], out[f"l{est}_{w}m"] = vol[i], log_vol[i]
 
 
 def _returns(d: Derived, rows: Rows, out: dict[str, FloatArray]) -> None:

@@ -3,9 +3,10 @@
 The state is the batch path's minute grid itself, kept between calls: the candles of the last
 ``LOOKBACK_MINUTES`` (plus up to a few hours) placed on their slots, the per-minute terms, the
 present-minute counts and the clock-hour aggregates of the last week. New candles are appended:
-only their slots (and the clock hour they start in) are derived, with the same
-:func:`~.kernel.derive`, and then :func:`~.kernel.compute` runs on their rows, as
-:func:`~.batch.featurize_many` does on the whole history. So a one-candle call costs the
+only their slots (and the clock hour they start in) are derived, by the same
+:func:`~.kernel.minute_terms` and :func:`~.kernel.hourly` as :func:`~.kernel.derive`; then
+:func:`~.kernel.compute` runs on their rows, as :func:`~.batch.featurize_many` does on the whole
+history. So a one-candle call costs the
 kernel's rows, not a rebuild of a day's grid, and a micro-batch of any size gives the values
 the batch path gives::
 
@@ -30,7 +31,14 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from services.common.features.frame import COLUMNS, Frame, frame_start, is_warm
-from services.common.features.kernel import PRIOR_HOURS, Derived, Rows, compute, derive
+from services.common.features.kernel import (
+    PRIOR_HOURS,
+    Derived,
+    Rows,
+    compute,
+    hourly,
+    minute_terms,
+)
 from services.common.features.spec import FEATURE_NAMES, MINUTE
 
 
@@ -50,8 +58,6 @@ COUNTS = ("cum_ret", "cum_bar", "cum_bp")
 SLACK_MINUTES = 3 * 60
 """Slots the grid may hold beyond what the next candle's rows can reach before it is trimmed:
 a trim copies the grid, so it runs once every couple of hours of candles, not on every call."""
-_NO_PRIOR_R2 = np.zeros(PRIOR_HOURS)
-_NO_PRIOR_N = np.zeros(PRIOR_HOURS, dtype=np.int64)
 
 
 class _Grid:
@@ -110,20 +116,19 @@ class _Grid:
             self.cols[name][slots] = x
         h0 = max(s - 1, 0) // 60 * 60
         before = self.before if h0 == 0 else float(self.cols["close"][h0 - 1])
-        cols_h0 = {k: v[h0:e] for k, v in self.cols.items()}
-        sub = Frame(t0=self.t0 + h0 * MINUTE, n=e - h0, cols=cols_h0, before={"close": before})
-        d = derive(sub, _NO_PRIOR_R2, _NO_PRIOR_N)
+        m = minute_terms({k: v[h0:e] for k, v in self.cols.items()}, before)
         k = s - h0
         for name in TERMS:
-            self.terms[name][s:e] = d.terms[name][k:]
-        for name in COUNTS:
-            new = getattr(d, name)
-            self.counts[name][s + 1 : e + 1] = self.counts[name][s] + (new[k + 1 :] - new[k])
-        self.partial_r2[s:e] = d.partial_r2[k : e - h0]
-        self.partial_n[s:e] = d.partial_n[k : e - h0]
+            self.terms[name][s:e] = m.terms[name][k:]
+        for name, mask in zip(COUNTS, (m.has_r, m.has_bar, m.has_bp), strict=True):
+            counts = self.counts[name]
+            counts[s + 1 : e + 1] = counts[s] + np.cumsum(mask[k:], dtype=np.int64)
+        h_r2, h_n = hourly(m, e - h0)
+        self.partial_r2[s:e] = h_r2.ravel()[k : e - h0]
+        self.partial_n[s:e] = h_n.ravel()[k : e - h0]
         first, last = h0 // 60, (e - 1) // 60
-        self.all_r2[PRIOR_HOURS + first : PRIOR_HOURS + last + 1] = d.hour_r2
-        self.all_n[PRIOR_HOURS + first : PRIOR_HOURS + last + 1] = d.hour_n
+        self.all_r2[PRIOR_HOURS + first : PRIOR_HOURS + last + 1] = h_r2[:, -1]
+        self.all_n[PRIOR_HOURS + first : PRIOR_HOURS + last + 1] = h_n[:, -1]
         span = slice(first, last + PRIOR_HOURS)
         self.long_r2[first : last + 1] = sliding_window_view(self.all_r2[span], PRIOR_HOURS).sum(-1)
         self.long_n[first : last + 1] = sliding_window_view(self.all_n[span], PRIOR_HOURS).sum(-1)
