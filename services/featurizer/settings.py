@@ -23,10 +23,13 @@ class FeaturizerSettings(BaseSettings):
     """``FEATURIZER_WORKER_ID``: names this worker in logs and in its Kafka client id."""
     batch_size: int = Field(default=2000, ge=1)
     """``FEATURIZER_BATCH_SIZE``: most candles per micro-batch (:mod:`.batching`)."""
-    batch_linger_s: float = Field(default=0.003, ge=0)
+    batch_linger_s: float = Field(default=0.0, ge=0)
     """``FEATURIZER_BATCH_LINGER_S``: a micro-batch is handed out once no candle arrived for
-    this long. Live, a candle waits about this; under a backlog candles arrive back to back, so
-    batches still fill up to the size or the window and amortise the kernel's per-call cost."""
+    this long. 0 (the default): as soon as the agent is free, with whatever the consumer handed
+    over meanwhile; live, a candle then waits for no timer (a 3 ms linger cost the single-candle
+    hop about 4 ms at p50), and under a backlog each handover already carries a fetch's worth of
+    candles, so batches still fill up (1,878 candles on average over the 30-day bench, against
+    1,800 with 3 ms) and amortise the kernel's per-call cost."""
     batch_within_s: float = Field(default=0.2, gt=0)
     """``FEATURIZER_BATCH_WITHIN_S``: longest time a micro-batch stays open after its first
     candle, when candles keep trickling in faster than the linger."""
