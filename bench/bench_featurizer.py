@@ -5,6 +5,14 @@ one ``python -m services.featurizer`` worker started after the candles are in; t
 the first to the last FeatureVector (the steady rate through Faust) and from the worker's start
 to the last vector (start-up and group join included). The streamed vectors are checked against
 ``featurize_many`` on the same slice.
+
+Then the live case, on a second fresh broker: after 1,500 candles per symbol of warm-up, single
+candles at 100/s round-robin over three symbols are published to ``ticks.clean`` (one record per
+send, as the validator publishes them live), and the featurizer's hop is timed per candle as the
+latency benchmark times it: its vector's record timestamp minus its candle's (both stamped by a
+producer as the record is queued; one machine, one clock). Its ceiling in the same run: an
+aiokafka passthrough stage (``getmany`` with ``fetch_max_wait_ms=5``, gathered sends) between
+two other topics, fed in the same ticks. ``BENCH_FEATURIZER_HOP_S`` (30) sets the feed's length.
 """
 
 from __future__ import annotations
@@ -17,19 +25,27 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
+from bench.ceilings import PAD, _passthrough
 from bench.common import figure, save
 from devstack.broker import EmbeddedBroker, free_port
 from services.common import kafka
 from services.common.features import FEATURE_NAMES, featurize_many
 from services.common.settings import Settings
+from services.common.topics import FEATURES, TICKS_CLEAN
 from services.featurizer.app import internal_topics
 from services.featurizer.parity import compare
 from services.featurizer.replay import Worker, collect, load_candles, produce, to_candles
 from services.featurizer.settings import FeaturizerSettings
 
 START, DAYS = "2024-11-01", 30
+HOP_SYMBOLS = ("BTC", "ETH", "SOL")
+HOP_RATE = 100.0
+HOP_S = float(os.environ.get("BENCH_FEATURIZER_HOP_S", "30"))
+HOP_WARM = 1500
+HOP_TOPICS = ("bench.hop.in", "bench.hop.out")
 
 
 def main() -> dict[str, Any]:
@@ -64,6 +80,7 @@ def main() -> dict[str, Any]:
             "featurizer: stream/batch mismatched cells", len(report.mismatches), "cells", target="0"
         ),
     ]
+    figures += _hop_figures(frame)
     save("featurizer", figures, start=START, days=DAYS, candles=n, missing=len(report.missing))
     return {"figures": figures}
 
@@ -98,6 +115,100 @@ async def _run(bootstrap: str, frame: Any, tmp: Path) -> dict[str, Any]:
         "mean_batch": sum(sizes) / max(len(sizes), 1),
         "cpu_s": _cpu_at(cpu, emitted[-1]) - _cpu_at(cpu, emitted[0]),
     }
+
+
+def _hop_figures(frame: Any) -> list[dict[str, Any]]:
+    with tempfile.TemporaryDirectory(prefix="bench_featurizer_hop_") as tmp:
+        broker = EmbeddedBroker(port=free_port(), log_path=Path(tmp) / "broker.log").start()
+        try:
+            hop, ceiling, cpu_us = asyncio.run(_hop(broker.bootstrap, frame, Path(tmp)))
+        finally:
+            broker.stop()
+    figures = []
+    for q in (50, 99):
+        value, base = float(np.percentile(hop, q)), float(np.percentile(ceiling, q))
+        figures.append(
+            figure(
+                f"featurizer hop p{q} @100 single candles/s (3 symbols)",
+                value,
+                "ms",
+                ceiling=f"aiokafka passthrough hop p{q} {base:,.1f} ms (this run)",
+            )
+        )
+        figures.append(figure(f"  featurizer hop p{q} / passthrough hop p{q}", value / base, "x"))
+    figures.append(figure("featurizer CPU per candle @100 single candles/s", cpu_us, "us"))
+    return figures
+
+
+async def _hop(bootstrap: str, frame: Any, tmp: Path) -> tuple[np.ndarray, np.ndarray, float]:
+    """Per-candle featurizer hop and passthrough hop (ms), and the worker's CPU per candle (µs)."""
+    settings = Settings(kafka_bootstrap_servers=bootstrap, data_dir=tmp / "data")
+    extra = internal_topics(FeaturizerSettings())
+    extra += [(t, settings.topic_partitions) for t in HOP_TOPICS]
+    await kafka.ensure_topics(settings, extra=extra)
+    n_feed = int(HOP_S * HOP_RATE / len(HOP_SYMBOLS))
+    rows = {s: to_candles(frame.iloc[: HOP_WARM + n_feed], s) for s in HOP_SYMBOLS}
+    await produce(settings, [c for s in HOP_SYMBOLS for c in rows[s][:HOP_WARM]])
+    env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "DATA_DIR": str(tmp / "data")}
+    worker = Worker(env, tmp / "worker.log").start()
+    assert worker.proc is not None
+    stop = asyncio.Event()
+    stage = asyncio.create_task(_passthrough(settings, *HOP_TOPICS, stop))
+    consumer = kafka.make_consumer(
+        TICKS_CLEAN, FEATURES, *HOP_TOPICS, group_id=None, settings=settings, fetch_max_wait_ms=5
+    )
+    producer = kafka.make_producer(settings, linger_ms=0)
+    await consumer.start()
+    await producer.start()
+    stamps: dict[str, dict[Any, int]] = {t: {} for t in (TICKS_CLEAN, FEATURES, *HOP_TOPICS)}
+    reading: asyncio.Task[None] | None = None
+    try:
+        await collect(settings, {s: HOP_WARM for s in HOP_SYMBOLS}, timeout_s=170)
+        reading = asyncio.create_task(_stamp(consumer, stamps, stop))
+        await asyncio.sleep(1.0)  # the warm-up's records read, the stage positioned
+        tails = (rows[s][HOP_WARM:] for s in HOP_SYMBOLS)
+        feed = [c for row in zip(*tails, strict=True) for c in row]
+        cpu0, t0 = _cpu_s(worker.proc.pid), time.monotonic()
+        for i, candle in enumerate(feed):
+            await asyncio.sleep(max(0.0, t0 + i / HOP_RATE - time.monotonic()))
+            await producer.send(TICKS_CLEAN, candle.to_bytes(), candle.symbol.encode())
+            probe = orjson.dumps({"i": i, "pad": PAD})
+            await producer.send(HOP_TOPICS[0], probe, candle.symbol.encode())
+        await producer.flush()
+        deadline = time.monotonic() + 30
+        while len(stamps[FEATURES]) < len(feed) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        cpu_us = (_cpu_s(worker.proc.pid) - cpu0) / len(feed) * 1e6
+    finally:
+        stop.set()
+        worker.stop()
+        await producer.stop()
+        await asyncio.gather(stage, *([reading] if reading else []), return_exceptions=True)
+        await consumer.stop()
+    skip = int(HOP_RATE)  # the first second warms up
+    keys = [(c.symbol, c.time) for c in feed][skip:]
+    hop = [stamps[FEATURES][k] - stamps[TICKS_CLEAN][k] for k in keys if k in stamps[FEATURES]]
+    ins, outs = stamps[HOP_TOPICS[0]], stamps[HOP_TOPICS[1]]
+    ceiling = [outs[i] - ins[i] for i in range(skip, len(feed)) if i in outs and i in ins]
+    return np.array(hop, dtype=float), np.array(ceiling, dtype=float), cpu_us
+
+
+async def _stamp(consumer: Any, stamps: dict[str, dict[Any, int]], stop: asyncio.Event) -> None:
+    """Record timestamps by candle (symbol, time) on ticks.clean and features, by probe index
+    on the passthrough's topics (vectors of the warm-up are read too, and never looked up)."""
+    while not stop.is_set():
+        batch = await consumer.getmany(timeout_ms=50)
+        for tp, records in batch.items():
+            into = stamps[tp.topic]
+            for r in records:
+                doc = orjson.loads(r.value)
+                into[doc["i"] if "i" in doc else (doc["symbol"], doc["time"])] = r.timestamp
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _sample_cpu(pid: int, out: list[tuple[float, float]]) -> None:
