@@ -1,6 +1,7 @@
 """Micro-batching of concurrent ``POST /predict`` calls: the vectors waiting at the same time are
 scored in one XGBoost call per model, with their intervals, by the same core functions as the
-stream loop (:func:`~services.predictor.core.score`, ``interval_bounds``, ``to_predictions``).
+stream loop (:func:`~services.predictor.core.score`, ``interval_bounds``,
+``encode_predictions``).
 
 Why: with the served model (~1,000 trees) an ``inplace_predict`` call has a fixed cost of about
 300 µs, several times what each further row adds, so 32 requests scored one by one cost about
@@ -34,8 +35,8 @@ import numpy as np
 
 from services.common.features import HORIZON_MINUTES
 from services.common.registry import ModelBundle
-from services.common.schemas import FeatureVector, Prediction
-from services.predictor.core import feature_matrix, interval_bounds, score, to_predictions
+from services.common.schemas import FeatureVector
+from services.predictor.core import encode_predictions, feature_matrix, interval_bounds, score
 from services.predictor.models import LoadedModel
 
 #: Loop iterations in a row without a newcomer before a batch is scored.
@@ -48,7 +49,7 @@ MAX_TICKS = 16
 class _Waiting:
     model: LoadedModel
     vector: FeatureVector
-    future: asyncio.Future[Prediction]
+    future: asyncio.Future[bytes]
 
 
 class PredictBatcher:
@@ -70,11 +71,11 @@ class PredictBatcher:
         #: loop goes on serving; one worker, so batches are scored one after the other
         self._scorer = ThreadPoolExecutor(1, thread_name_prefix="predict-score")
 
-    async def submit(self, model: LoadedModel, vector: FeatureVector) -> Prediction:
+    async def submit(self, model: LoadedModel, vector: FeatureVector) -> bytes:
         """The champion prediction of ``vector`` by ``model`` (checked against it by the
-        caller), scored with whatever else is waiting."""
+        caller), scored with whatever else is waiting, as its JSON (``Prediction.to_bytes()``)."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Prediction] = loop.create_future()
+        future: asyncio.Future[bytes] = loop.create_future()
         self._pending.append(_Waiting(model, vector, future))
         if len(self._pending) >= self.max_rows:
             self._flush()
@@ -120,7 +121,7 @@ class PredictBatcher:
             if not it.future.done():  # a client that went away cancelled its future
                 it.future.set_result(pred)
 
-    async def _score(self, model: LoadedModel, vectors: list[FeatureVector]) -> list[Prediction]:
+    async def _score(self, model: LoadedModel, vectors: list[FeatureVector]) -> list[bytes]:
         b = model.bundle
         matrix = feature_matrix([v.features for v in vectors], b.feature_names)
         loop = asyncio.get_running_loop()
@@ -129,7 +130,9 @@ class PredictBatcher:
             self._observe(seconds)
         # the live adaptive calibration, read only: a request's time is the caller's choice
         bounds = interval_bounds(b, log_rv, matrix, self.level, model.intervals, vectors, False)
-        return to_predictions(vectors, log_rv, b, "champion", HORIZON_MINUTES, bounds, self.level)
+        return encode_predictions(
+            vectors, log_rv, b, "champion", HORIZON_MINUTES, bounds, self.level
+        )[1]
 
 
 def _timed_score(bundle: ModelBundle, matrix: np.ndarray) -> tuple[np.ndarray, float]:

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -86,6 +87,11 @@ class LoadedModel:
     loaded_at: float
     baseline: HarSeasonal | None = None
     intervals: AdaptiveIntervals | None = None
+
+    @cached_property
+    def feature_set(self) -> frozenset[str]:
+        """The model's feature names as a set (``POST /predict`` checks a body against it)."""
+        return frozenset(self.bundle.feature_names)
 
 
 @dataclass(frozen=True)

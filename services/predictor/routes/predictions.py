@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from services.common.schemas import SYMBOL_PATTERN, FeatureVector, Prediction, now
+from services.common.schemas import SCHEMA_VERSION, SYMBOL_PATTERN, FeatureVector, Prediction, now
 from services.predictor.api import (
     MAX_TIME,
     ErrorBody,
@@ -123,24 +123,27 @@ async def predict_answer(service: Service, raw: bytes) -> bytes | Response:
         msg = f"feature_version {req.feature_version!r} != model's {b.feature_version!r}"
         return JSONResponse({"detail": msg}, status_code=409)
     features = req.features
-    missing = [n for n in b.feature_names if n not in features]
-    if missing:
+    if not features.keys() >= model.feature_set:
         detail = [
             {"type": "missing", "loc": ["body", "features", n], "msg": "Field required"}
-            for n in missing
+            for n in b.feature_names
+            if n not in features
         ]
         return JSONResponse({"detail": detail}, status_code=422)
-    fv = FeatureVector.model_construct(
-        symbol=req.symbol,
-        time=req.time if req.time is not None else int(now()) // 60 * 60,
-        feature_version=req.feature_version,
-        warm=True,
-        features=features,
-        ingested_at=None,
-        emitted_at=now(),
+    # every value was checked by PredictRequest, against FeatureVector's own constraints
+    fv = FeatureVector.trusted(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "symbol": req.symbol,
+            "time": req.time if req.time is not None else int(now()) // 60 * 60,
+            "feature_version": req.feature_version,
+            "warm": True,
+            "features": features,
+            "ingested_at": None,
+            "emitted_at": now(),
+        }
     )
-    pred = await service.batcher.submit(model, fv)
-    return pred.to_bytes()
+    return await service.batcher.submit(model, fv)
 
 
 @router.post(

@@ -10,6 +10,7 @@ import random
 import numpy as np
 import pytest
 
+from services.common.schemas import Prediction
 from services.common.settings import Settings
 from services.predictor.app import build_service
 from services.predictor.batcher import PredictBatcher
@@ -124,10 +125,14 @@ async def test_each_model_scores_its_own_requests(
             assert isinstance(result, Exception)
             continue
         assert not isinstance(result, BaseException), result
+        result = Prediction.from_bytes(result)
         assert result.model_version == model.bundle.version and result.time == vec.time
         assert result.log_rv == pytest.approx(alone(model, vec)[0], rel=1e-6, abs=1e-6)
-    v1 = [r.log_rv for m, r in zip(models, results, strict=True) if m is champion]
-    v2 = [r.log_rv for m, r in zip(models, results, strict=True) if m is other]
+    preds = [
+        r if m is broken else Prediction.from_bytes(r) for m, r in zip(models, results, strict=True)
+    ]
+    v1 = [r.log_rv for m, r in zip(models, preds, strict=True) if m is champion]
+    v2 = [r.log_rv for m, r in zip(models, preds, strict=True) if m is other]
     assert not np.allclose(v1, v2)  # the two models really differ
 
 
@@ -143,8 +148,9 @@ async def test_batches_are_capped_and_a_lone_call_is_answered(service, calm_feat
         return score_batch(model, vectors)
 
     batcher._score = spy  # type: ignore[method-assign]
-    preds = await asyncio.gather(*(batcher.submit(champion, v) for v in vecs))
+    answers = await asyncio.gather(*(batcher.submit(champion, v) for v in vecs))
+    preds = [Prediction.from_bytes(a) for a in answers]
     assert [p.time for p in preds] == [v.time for v in vecs]
     assert max(sizes) == 64 and sum(sizes) == 150
-    lone = await asyncio.wait_for(batcher.submit(champion, vecs[0]), timeout=1)
+    lone = Prediction.from_bytes(await asyncio.wait_for(batcher.submit(champion, vecs[0]), 1))
     assert lone.time == vecs[0].time and sizes[-1] == 1
