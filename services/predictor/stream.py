@@ -9,12 +9,13 @@ Offsets are committed only after every prediction and dead letter of a micro-bat
 **Publish and move on.** Live traffic is 1-3 vectors every ~10 ms, so whatever the loop does
 after scoring delays the next candle. A batch's predictions are queued on the producer and the
 loop goes back to ``getmany``: a background :class:`~services.common.committer.Committer` awaits
-the acks batch after batch, in order, and commits the positions reached (coalesced), so a
-position is committed only once every output below it is durable (at-least-once; the producer
-keeps one request in flight per broker, so keyed output stays in order). The bookkeeping (drift
-window and PSI, live accuracy, prediction metrics) is folded in every :data:`BOOKKEEPING_S`,
-over all the batches since, instead of once per batch; the ring (``GET /predictions``) is fed
-at once. Before partitions are revoked, the in-flight batches are acked and committed.
+the acks batch after batch, in order, and commits the positions reached (coalesced, at most every
+``COMMIT_INTERVAL_S``), so a position is committed only once every output below it is durable
+(at-least-once; the producer keeps one request in flight per broker, so keyed output stays in
+order). The bookkeeping (drift window and PSI, live accuracy, prediction metrics) is folded in
+every :data:`BOOKKEEPING_S`, over all the batches since, instead of once per batch; the ring
+(``GET /predictions``) is fed at once. Before partitions are revoked, the in-flight batches are
+acked and committed.
 """
 
 from __future__ import annotations
@@ -45,8 +46,10 @@ from services.predictor.settings import PredictorSettings
 
 log = logging.getLogger(__name__)
 
-#: Seconds between two folds of the drift/accuracy bookkeeping (after the first batch since).
-BOOKKEEPING_S = 0.05
+#: Seconds between two folds of the drift/accuracy bookkeeping (after the first batch since):
+#: a fold has a fixed cost (drift state, baseline, metric children) that live traffic of one
+#: vector at a time would otherwise pay every few vectors; the gauges lag by at most this.
+BOOKKEEPING_S = 0.2
 #: Batches up to this many records are scored on the event loop: the thread hop costs more.
 INLINE_MAX = 64
 #: Unacked micro-batches at most; then the loop waits for acks (back-pressure).
