@@ -253,8 +253,20 @@ def singles(bootstrap: str, broker_pid: int, model_dir: Path, var: Path) -> list
     svc = service(bootstrap, model_dir, var)
     probe = Probe(broker_pid)
     scored = svc.metrics.vectors.labels("scored")
-    counts: dict[str, float] = {}
+    counts: dict[str, float] = {"commits": 0}
     t_start = time.monotonic()
+
+    def count_commits() -> None:
+        """From here on, count the commit requests the loop sends."""
+        committer = svc.worker.committer
+        inner = committer._commit
+
+        async def counted(offsets: Any) -> None:
+            counts["commits"] += 1
+            await inner(offsets)
+
+        committer._commit = counted
+
     feeder = subprocess.Popen(cmd, env=env, start_new_session=True)
     try:
 
@@ -264,6 +276,7 @@ def singles(bootstrap: str, broker_pid: int, model_dir: Path, var: Path) -> list
             if "a" not in probe.marks and elapsed >= FEED_WARMUP_S:
                 probe.mark("a")
                 counts["a"] = scored._value.get()
+                count_commits()
             if "a" in probe.marks and elapsed >= seconds:
                 probe.mark("b")
                 counts["b"] = scored._value.get()
@@ -290,6 +303,7 @@ def singles(bootstrap: str, broker_pid: int, model_dir: Path, var: Path) -> list
         ),
         figure("stream loop, 100 vectors/s: predictor CPU per vector", own / n * 1e6, "us"),
         figure("stream loop, 100 vectors/s: broker CPU per vector", broker / n * 1e6, "us"),
+        figure("stream loop, 100 vectors/s: commit requests", counts["commits"] / wall, "/s"),
         figure(
             "predictor hop, 100 vectors/s: p50 (vector emitted -> prediction arrived)",
             float(np.percentile(lat, 50)),
