@@ -120,14 +120,16 @@ def _is_champion(value: bytes) -> bool:
     return isinstance(doc, dict) and doc.get("role") == "champion"
 
 
-async def follow(pipe: Pipeline, deadline: float, idle_s: float = IDLE_S) -> Progress:
-    """Count champion predictions as they arrive, until the replay has exited and none came for
-    ``idle_s``, or ``deadline`` (time.time()) passes.
+async def follow(pipe: Pipeline, n: int, deadline: float, idle_s: float = IDLE_S) -> Progress:
+    """Count champion predictions as they arrive, until every candle went through or
+    ``deadline`` (time.time()) passes.
 
     Only ``predictions`` is read while the clock runs, with the fetch wait of the chain's
     observer (:func:`count_arrivals`): production has no reader of ``features`` besides the
     predictor, and a second one would add ~2 KB per candle to the broker's and this process's
-    work. The vectors are counted after the clock (:func:`count_vectors`)."""
+    work. The vectors are counted (:func:`count_vectors`) only when the replay has exited and
+    no prediction came for ``idle_s``: the end, or a stall (a predictor still loading its model
+    on a short slice); on a stall the count tells, and following goes on."""
     consumer = kafka.make_consumer(
         PREDICTIONS,
         group_id=None,
@@ -150,7 +152,10 @@ async def follow(pipe: Pipeline, deadline: float, idle_s: float = IDLE_S) -> Pro
                 progress.predictions += champions
                 progress.last_arrival = now
             if replay.poll() is not None and now - last_news >= idle_s:
-                break
+                await count_vectors(pipe.settings, progress)
+                if progress.done(n):
+                    break
+                last_news = time.time()
     finally:
         await consumer.stop()
     return progress
@@ -158,12 +163,13 @@ async def follow(pipe: Pipeline, deadline: float, idle_s: float = IDLE_S) -> Pro
 
 async def count_vectors(settings: Any, progress: Progress) -> None:
     """Count the feature vectors on ``features``, and the cold ones among them, into
-    ``progress`` (after the clock: streamed, never held in memory)."""
+    ``progress`` (streamed, never held in memory)."""
     consumer = kafka.make_consumer(group_id=None, settings=settings, max_poll_records=20_000)
     await consumer.start()
     try:
         tps = await kafka.topic_partitions(consumer, FEATURES)
         starts = await consumer.beginning_offsets(tps)
+        progress.features = progress.cold = 0
         async for batch in kafka.read_log(consumer, starts, kafka.Until.end()):
             progress.features += len(batch)
             progress.cold += sum(b'"warm":false' in r.value for r in batch)
@@ -279,9 +285,10 @@ def throughput(
         time.sleep(12)  # Faust worker start-up and group joins, before the clock starts
         with CpuWatch(lambda: stage_groups(pipe)) as cpu:
             pipe.volstream("replay", "ingest", "replay", "--file", str(feed), "--symbol", "BTC")
-            got = asyncio.run(follow(pipe, deadline=time.time() + BUDGET_S))
+            got = asyncio.run(follow(pipe, n, deadline=time.time() + BUDGET_S))
         began = asyncio.run(first_record_time(pipe.settings, TICKS_RAW))
-        asyncio.run(count_vectors(pipe.settings, got))
+        if not got.done(n):  # cut by the budget: the vectors so far
+            asyncio.run(count_vectors(pipe.settings, got))
     end = got.last_arrival or time.time()
     elapsed = max(end - began, 1e-9)
     _merge(rss, peaks)
