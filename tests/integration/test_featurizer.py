@@ -11,6 +11,7 @@ The uninterrupted reference is the batch path, which the parity test proves equa
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import orjson
 import pandas as pd
 import pytest
+from aiokafka.structs import TopicPartition
 
 from services.common import kafka
 from services.common.features import (
@@ -28,7 +30,7 @@ from services.common.features import (
 )
 from services.common.schemas import FeatureVector
 from services.common.settings import Settings
-from services.common.topics import TICKS_DLQ
+from services.common.topics import TICKS_CLEAN, TICKS_DLQ
 from services.featurizer.app import internal_topics
 from services.featurizer.parity import compare
 from services.featurizer.replay import Worker, collect, load_candles, produce, to_candles
@@ -95,6 +97,9 @@ async def test_kill_9_and_restart_is_exact(
     await produce(settings, candles[:11_000])
     first = start_worker(workers, service_env, tmp_path, "0")
     await collect(settings, {"BTC": 10_500}, timeout_s=300)
+    # commits trail the outputs (the committer spaces them), so wait until they cover the
+    # history a rebuild needs: the restart must resume mid-stream, not from the start
+    await _committed_past(settings, HISTORY_MINUTES, timeout_s=30)
     first.kill()
     await produce(settings, candles[11_000:])
     second = start_worker(workers, service_env, tmp_path, "0")
@@ -104,6 +109,19 @@ async def test_kill_9_and_restart_is_exact(
     rebuilt = [orjson.loads(line)["records"] for line in _log_lines(second, "state rebuilt")]
     assert rebuilt and HISTORY_MINUTES < rebuilt[0] <= 11_000, rebuilt
     assert await _dead_letters(settings) == []
+
+
+async def _committed_past(settings: Settings, offset: int, timeout_s: float) -> None:
+    """Wait until the featurizer group's committed offsets on ticks.clean sum past ``offset``."""
+    tps = [TopicPartition(TICKS_CLEAN, p) for p in range(settings.topic_partitions)]
+    consumer = kafka.make_consumer(group_id=FeaturizerSettings().app_id, settings=settings)
+    await consumer.start()  # no subscription: reads the group's offsets without joining it
+    try:
+        async with asyncio.timeout(timeout_s):
+            while sum([await consumer.committed(tp) or 0 for tp in tps]) <= offset:
+                await asyncio.sleep(0.1)
+    finally:
+        await consumer.stop()
 
 
 async def test_two_workers_split_partitions_and_stay_exact(
