@@ -329,7 +329,9 @@ class DriftMonitor:
                 onehot[ok, j, bins.index(v[ok])] = 1
         cum, ocum, last = self._cum, self._ocum, self.n % self._slots
         new = (self.n + 1 + np.arange(m)) % self._slots  # slots of the states after each row
-        cum[new] = cum[last] + np.cumsum(onehot, axis=0)
+        np.cumsum(onehot, axis=0, out=onehot)  # in place, int32 (no int64 temporary)
+        onehot += cum[last]
+        cum[new] = onehot
         ocum[new] = ocum[last] + np.cumsum(out, axis=0, dtype=np.int32)
         seen = self.n + 1 + np.arange(m)  # rows seen after each new row
         if judge is not None:
