@@ -39,7 +39,7 @@ from services.common.settings import Settings
 from services.common.topics import FEATURES, MODEL_EVENTS, PREDICTIONS, TICKS_CLEAN, TICKS_DLQ
 from services.predictor.accuracy import BaselineForecast, LiveAccuracy, Resolved
 from services.predictor.core import BatchResult, Record, process
-from services.predictor.metrics import PredictorMetrics
+from services.predictor.metrics import PredictorMetrics, observe_many
 from services.predictor.models import ModelHolder, ModelSet
 from services.predictor.ring import PredictionRing
 from services.predictor.settings import PredictorSettings
@@ -269,23 +269,24 @@ def _dead_extra(d: Any) -> dict[str, Any]:
 
 def observe_predictions(m: PredictorMetrics, preds: list[Prediction]) -> None:
     """Prediction gauges and the pipeline latencies (to publish, i.e. now), summed per fold:
-    each gauge is set once (to its last value), each counter incremented once."""
+    each gauge is set once (to its last value), each counter incremented once, each latency
+    histogram updated once per bucket (:func:`~services.predictor.metrics.observe_many`)."""
     latest: dict[tuple[str, str], float] = {}
-    close = m.pipeline_latency.labels("from_candle_close")
-    ingest = m.pipeline_latency.labels("from_ingest")
-    champions = 0
+    from_close: list[float] = []
+    from_ingest: list[float] = []
     for p in preds:
         latest[(p.symbol, p.role)] = p.rv
         if p.role != "champion":
             continue
-        champions += 1
-        close.observe(max(0.0, p.emitted_at - p.time - 60))
+        from_close.append(max(0.0, p.emitted_at - p.time - 60))
         if p.ingested_at is not None:
-            ingest.observe(max(0.0, p.emitted_at - p.ingested_at))
+            from_ingest.append(max(0.0, p.emitted_at - p.ingested_at))
+    observe_many(m.pipeline_latency.labels("from_candle_close"), from_close)
+    observe_many(m.pipeline_latency.labels("from_ingest"), from_ingest)
     for (symbol, role), rv in latest.items():
         m.prediction_value.labels(symbol, role).set(rv)
-    m.predictions.labels("champion").inc(champions)
-    m.predictions.labels("shadow").inc(len(preds) - champions)
+    m.predictions.labels("champion").inc(len(from_close))
+    m.predictions.labels("shadow").inc(len(preds) - len(from_close))
 
 
 def baseline_forecasts(models: ModelSet, result: BatchResult) -> list[BaselineForecast]:
