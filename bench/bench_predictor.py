@@ -4,8 +4,10 @@ endpoint on the same machine, and XGBoost scoring per row, single row vs micro-b
 Each server runs alone in its own process (one uvicorn worker, uvloop + httptools, no access
 log), loaded by ``wrk`` (Debian's, installed if missing). The model is the one ``make run``
 serves: the trainer's defaults on the whole two-year file (its tree count is printed). The
-predictor serves with a ring filled with real predictions. Figures are printed against the
-targets, never asserted.
+predictor serves with a ring filled with real predictions. The bare endpoint is loaded before
+and after the predictor's runs (the predictor stopped by then) and the ceiling is the mean of
+the two, so a change of load during the benchmark does not fall on one side only. Figures are
+printed against the targets, never asserted.
 """
 
 from __future__ import annotations
@@ -269,6 +271,13 @@ def run_wrk(wrk: str, url: str, pid: int, script: Path | None = None) -> dict[st
     return stats
 
 
+def mean_stats(runs: list[dict[str, float]]) -> dict[str, float]:
+    """The mean of several ``run_wrk`` results (non-2xx responses summed)."""
+    out = {k: sum(r[k] for r in runs) / len(runs) for k in runs[0]}
+    out["non_2xx"] = sum(r["non_2xx"] for r in runs)
+    return out
+
+
 def idle_cpu(pid: int, seconds: float = 4.0) -> float:
     """Cores a server uses with no HTTP load (the predictor: its stream loop at FEED_RATE)."""
     cpu0 = cpu_seconds(pid)
@@ -375,15 +384,21 @@ def main() -> dict[str, Any]:
             asyncio.run(kafka.ensure_topics(Settings(kafka_bootstrap_servers=broker.bootstrap)))
             # the same steady feed runs under both servers: they share the 2 cores with it
             with Server("feed", str(out), bootstrap=broker.bootstrap).running():
-                with Server("bare") as s:
-                    bare = run_wrk(wrk, f"http://127.0.0.1:{s.port}/", s.proc.pid)
-                with Server("predictor", str(out), bootstrap=broker.bootstrap) as s:
-                    wait_steady(f"http://127.0.0.1:{s.port}")
-                    stream_cores = idle_cpu(s.proc.pid)
-                    base = f"http://127.0.0.1:{s.port}"
-                    latest = run_wrk(wrk, f"{base}/predictions/latest?symbol=BTC", s.proc.pid)
-                    predict = run_wrk(wrk, f"{base}/predict", s.proc.pid, post)
-                    batches = rest_batches(base)
+                # the ceiling is measured before and after the predictor's runs (the predictor
+                # stopped, its stream loop with it) and averaged: a change of load during the
+                # benchmark moves both sides alike instead of only one
+                with Server("bare") as b:
+                    bare_url = f"http://127.0.0.1:{b.port}/"
+                    bares = [run_wrk(wrk, bare_url, b.proc.pid)]
+                    with Server("predictor", str(out), bootstrap=broker.bootstrap) as s:
+                        wait_steady(f"http://127.0.0.1:{s.port}")
+                        stream_cores = idle_cpu(s.proc.pid)
+                        base = f"http://127.0.0.1:{s.port}"
+                        latest = run_wrk(wrk, f"{base}/predictions/latest?symbol=BTC", s.proc.pid)
+                        predict = run_wrk(wrk, f"{base}/predict", s.proc.pid, post)
+                        batches = rest_batches(base)
+                    bares.append(run_wrk(wrk, bare_url, b.proc.pid))
+                bare = mean_stats(bares)
             settings = Settings(kafka_bootstrap_servers=broker.bootstrap)
             streamed = len(asyncio.run(read_topic(settings, PREDICTIONS, idle_s=1.0)))
     figures.append(figure("stream loop: predictions published while serving", streamed, ""))
@@ -395,7 +410,14 @@ def main() -> dict[str, Any]:
         )
     )
     figures.append(figure("POST /predict: mean rows per XGBoost call", batches, "rows"))
-    figures += http_figures("bare GET /", bare)
+    figures += http_figures("bare GET / (mean of before and after)", bare)
+    figures.append(
+        figure(
+            "bare GET /: rps after / rps before the predictor's runs (load drift)",
+            bares[1]["rps"] / bares[0]["rps"],
+            "x",
+        )
+    )
     figures += http_figures("GET /predictions/latest", latest)
     figures += http_figures("POST /predict", predict)
     figures += [
