@@ -13,10 +13,10 @@ already sent are parsed and join), after :data:`MAX_TICKS` iterations at most, o
 it holds ``max_rows``. A lone request waits for a few loop iterations (microseconds); under load
 a batch grows to the requests in flight.
 
-Where: the XGBoost call of a batch runs in one worker thread (the C call releases the GIL), so
-the event loop goes on reading, checking and answering requests on the other core meanwhile;
-the rest (the matrix, intervals and messages) stays on the loop. A lone request pays the thread
-hand-over (tens of µs) on top.
+Where: on the event loop. Scoring in a worker thread (XGBoost's C call releases the GIL) was
+tried: at 32 connections the batches come in lock-step (the loop has little else to do while a
+batch scores), the thread's hand-over and its wait for the GIL after the call (up to the 5 ms
+switch interval) added latency (p99 ~3x), and same-run A/B rates were a wash.
 
 Errors stay per request: a request is checked (body, feature version, missing features) before
 it joins; requests of different models (a swap between two requests) are scored apart, and a
@@ -28,13 +28,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import numpy as np
-
 from services.common.features import HORIZON_MINUTES
-from services.common.registry import ModelBundle
 from services.common.schemas import FeatureVector
 from services.predictor.core import encode_predictions, feature_matrix, interval_bounds, score
 from services.predictor.models import LoadedModel
@@ -66,10 +62,6 @@ class PredictBatcher:
         self._observe = observe
         self._pending: list[_Waiting] = []
         self._tick_handle: asyncio.Handle | None = None
-        self._running: set[asyncio.Task[None]] = set()
-        #: XGBoost's call releases the GIL (ctypes): in this thread it runs while the event
-        #: loop goes on serving; one worker, so batches are scored one after the other
-        self._scorer = ThreadPoolExecutor(1, thread_name_prefix="predict-score")
 
     async def submit(self, model: LoadedModel, vector: FeatureVector) -> bytes:
         """The champion prediction of ``vector`` by ``model`` (checked against it by the
@@ -102,41 +94,27 @@ class PredictBatcher:
         groups: dict[int, list[_Waiting]] = {}
         for item in pending:
             groups.setdefault(id(item.model), []).append(item)
-        loop = asyncio.get_running_loop()
         for items in groups.values():
-            task = loop.create_task(self._answer(items))
-            self._running.add(task)  # a reference until done (the loop keeps only weak ones)
-            task.add_done_callback(self._running.discard)
+            try:
+                answers = self._score(items[0].model, [it.vector for it in items])
+            except Exception as exc:  # the model's call failed: its requests fail, not others
+                for it in items:
+                    if not it.future.done():
+                        it.future.set_exception(exc)
+                continue
+            for it, answer in zip(items, answers, strict=True):
+                if not it.future.done():  # a client that went away cancelled its future
+                    it.future.set_result(answer)
 
-    async def _answer(self, items: list[_Waiting]) -> None:
-        """Score one model's requests and hand each its prediction (or the model's error)."""
-        try:
-            preds = await self._score(items[0].model, [it.vector for it in items])
-        except Exception as exc:  # the model's call failed: its requests fail, not others
-            for it in items:
-                if not it.future.done():
-                    it.future.set_exception(exc)
-            return
-        for it, pred in zip(items, preds, strict=True):
-            if not it.future.done():  # a client that went away cancelled its future
-                it.future.set_result(pred)
-
-    async def _score(self, model: LoadedModel, vectors: list[FeatureVector]) -> list[bytes]:
+    def _score(self, model: LoadedModel, vectors: list[FeatureVector]) -> list[bytes]:
         b = model.bundle
+        t0 = time.perf_counter()
         matrix = feature_matrix([v.features for v in vectors], b.feature_names)
-        loop = asyncio.get_running_loop()
-        log_rv, seconds = await loop.run_in_executor(self._scorer, _timed_score, b, matrix)
+        log_rv = score(b, matrix)
         if self._observe:
-            self._observe(seconds)
+            self._observe(time.perf_counter() - t0)
         # the live adaptive calibration, read only: a request's time is the caller's choice
         bounds = interval_bounds(b, log_rv, matrix, self.level, model.intervals, vectors, False)
         return encode_predictions(
             vectors, log_rv, b, "champion", HORIZON_MINUTES, bounds, self.level
         )[1]
-
-
-def _timed_score(bundle: ModelBundle, matrix: np.ndarray) -> tuple[np.ndarray, float]:
-    """:func:`~services.predictor.core.score` and its duration (run in the scoring thread)."""
-    t0 = time.perf_counter()
-    log_rv = score(bundle, matrix)
-    return log_rv, time.perf_counter() - t0
