@@ -81,6 +81,7 @@ class Validator:
         self.marks: Marks
         self.letters = ledger.Ledger(settings, TICKS_RAW)
         self.committer: Committer | None = None
+        self.backoff: kafka.IdleBackoff | None = None
         self._failure: BaseException | None = None
 
     async def start(self) -> None:
@@ -95,6 +96,10 @@ class Validator:
         listener = _ForgetOnAssign(self.marks, self.letters)
         self.consumer.subscribe([TICKS_RAW], listener=listener)
         await asyncio.gather(self.consumer.start(), self.producer.start(), reader.start())
+        wait_ms = kafka.CONSUMER_DEFAULTS["fetch_max_wait_ms"]
+        self.backoff = kafka.IdleBackoff(
+            self.consumer, wait_ms, self.options.idle_fetch_max_wait_ms
+        )
         self._failure = None
         self.committer = Committer(
             self._commit, MAX_IN_FLIGHT, on_error=self._fail, name="validator-committer"
@@ -135,6 +140,8 @@ class Validator:
         polled = await self.consumer.getmany(
             timeout_ms=200, max_records=self.options.poll_max_records
         )
+        if self.backoff is not None:
+            self.backoff.update(bool(polled))
         if not polled:
             return 0
         started = time.perf_counter()

@@ -393,3 +393,25 @@ async def test_a_poll_does_not_wait_for_earlier_acks_and_commits_only_after_them
         await validator.consumer.stop()
         await validator.producer.stop()
         await validator.marks.reader.stop()
+
+
+async def test_an_idle_validator_backs_off_its_fetch_wait_and_snaps_back(
+    settings: Settings,
+) -> None:
+    """Silence on ticks.raw: the consumer's fetch wait goes to VALIDATOR_IDLE_FETCH_MAX_WAIT_MS;
+    the next batch is judged and the wait is back to the hot path's."""
+    await kafka.ensure_topics(settings)
+    async with InProcess(settings, idle_fetch_max_wait_ms=150) as run:
+        deadline = time.monotonic() + 10
+        while (run.validator.backoff is None or not run.validator.backoff.idle) and (
+            time.monotonic() < deadline
+        ):
+            await asyncio.sleep(0.1)
+        backoff = run.validator.backoff
+        assert backoff is not None and backoff.idle and backoff.wait_ms == 150
+        await kafka.publish(TICKS_RAW, [(b"BTC", good(T, 3).to_bytes())], settings)
+        deadline = time.monotonic() + 10
+        while backoff.idle and time.monotonic() < deadline:  # 200 ms of silence backs off again
+            await asyncio.sleep(0.005)
+        assert not backoff.idle and backoff.wait_ms == kafka.CONSUMER_DEFAULTS["fetch_max_wait_ms"]
+        await run.wait_batches(1)
