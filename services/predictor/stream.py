@@ -329,8 +329,8 @@ def observe_accuracy(m: PredictorMetrics, acc: LiveAccuracy, resolved: list[Reso
     if not resolved:
         return
     m.concept_drift.inc(acc.observe(resolved))
-    for r in resolved:
-        m.resolved.labels(r.prediction.role).inc()
+    for role, n in Counter(r.prediction.role for r in resolved).items():
+        m.resolved.labels(role).inc(n)  # once per role, not per prediction
     for role, roll in acc.ready().items():
         m.live_qlike.labels(role).set(roll.qlike())
         m.live_rmse.labels(role).set(roll.rmse())
