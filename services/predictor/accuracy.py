@@ -171,16 +171,30 @@ class RealizedJoiner:
         return [r for s in touched for r in self._resolve(s)]
 
     def add_predictions(self, preds: Iterable[Forecast]) -> list[Resolved]:
-        """Queue predictions (dedup by symbol, time and role); returns any already resolvable."""
-        touched = set()
+        """Queue predictions (dedup by symbol, time and role); returns any already resolvable.
+
+        A symbol's predictions more than ``keep`` minutes older than its newest one are dropped
+        and counted: their closes would be forgotten by then anyway, and without this a symbol
+        whose candles stop coming (or a side consumer far behind) would grow the queue forever.
+        """
+        touched: dict[str, int] = {}
         for p in preds:
             key = (p.time, p.role)
             pend = self._pending.setdefault(p.symbol, {})
             if key not in pend:
                 heapq.heappush(self._due.setdefault(p.symbol, []), key)
             pend[key] = p
-            touched.add(p.symbol)
+            touched[p.symbol] = max(p.time, touched.get(p.symbol, p.time))
+        for symbol, newest in touched.items():
+            self._expire(symbol, newest - 60 * self.keep)
         return [r for s in touched for r in self._resolve(s)]
+
+    def _expire(self, symbol: str, before: int) -> None:
+        """Drop the symbol's pending predictions made before ``before`` (epoch seconds)."""
+        due, pend = self._due[symbol], self._pending[symbol]
+        while due and due[0][0] < before:
+            pend.pop(heapq.heappop(due), None)
+            self.dropped += 1
 
     def pending(self) -> int:
         """Predictions still waiting for their realized value."""

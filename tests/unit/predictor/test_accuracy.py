@@ -182,3 +182,16 @@ def test_resolved_rv_is_realized_rv_to_the_last_bit(calm_candles) -> None:
     want += naive.add([], late)
     assert len(want) > 300 and j.dropped > 0
     assert got == want  # floats compared exactly
+
+
+def test_pending_predictions_are_bounded_without_closes() -> None:
+    """Predictions whose closes never come are dropped once older than the closes kept."""
+    t0 = 1_700_000_040  # a minute boundary
+    j = RealizedJoiner(60, keep_minutes=120)
+    for i in range(1000):
+        j.add_predictions([pred(t0 + 60 * i), pred(t0 + 60 * i, role="shadow")])
+    assert j.pending() == 2 * 121  # the newest 121 minutes (0..120 behind the newest), 2 roles
+    assert j.dropped == 2 * (1000 - 121)
+    # what is still pending resolves as before once its closes arrive
+    resolved = [r for i in range(878, 1060) for r in j.add_closes([("BTC", t0 + 60 * i, 100.0)])]
+    assert len(resolved) == 2 * 121 and j.pending() == 0
