@@ -43,6 +43,7 @@ from typing import Any, Protocol
 import orjson
 
 from services.common.errors import SchemaError
+from services.common.records import PositionedRecord
 from services.common.schemas import (
     CANDLE_FIELDS,
     SCHEMA_VERSION,
@@ -69,18 +70,9 @@ class Record:
     value: bytes
 
 
-class RecordLike(Protocol):
-    """What the featurizer reads of a record: a :class:`Record`, or aiokafka's
-    ``ConsumerRecord`` as the transport hands them over (no copy per record)."""
-
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def key(self) -> bytes | None: ...
-    @property
-    def value(self) -> bytes | None: ...
+#: What the featurizer reads of a record: a :class:`Record`, or aiokafka's ``ConsumerRecord``
+#: as the transport hands them over (no copy per record).
+RecordLike = PositionedRecord
 
 
 class FeatureRowLike(Protocol):

@@ -23,6 +23,7 @@ import orjson
 from services.common import intervals
 from services.common.adaptive_intervals import AdaptiveIntervals
 from services.common.errors import SchemaError
+from services.common.records import TopicRecord
 from services.common.schemas import (
     SCHEMA_VERSION,
     DeadLetter,
@@ -53,20 +54,9 @@ class Bundle(Protocol):
     def bias_factor(self) -> float: ...
 
 
-class Record(Protocol):
-    """What scoring reads of a consumed record: aiokafka's ``ConsumerRecord`` as it comes (the
-    stream loop passes them on as they are), or a :class:`RawRecord`."""
-
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def key(self) -> bytes | None: ...
-    @property
-    def value(self) -> bytes | None: ...
+#: What scoring reads of a consumed record: aiokafka's ``ConsumerRecord`` as it comes (the
+#: stream loop passes them on as they are), or a :class:`RawRecord`.
+Record = TopicRecord
 
 
 @dataclass(frozen=True)
