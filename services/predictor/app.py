@@ -116,7 +116,7 @@ def create_app(service: Service, run_loops: bool = True) -> FastAPI:
     """The HTTP face of the service; ``run_loops=False`` serves HTTP only (no Kafka, no
     registry polling: the API contract tests, where models are put in place by hand)."""
     from services.predictor.routes import health, metrics, model, predictions
-    from services.predictor.routes.predictions import predict_answer
+    from services.predictor.routes.predictions import DEFAULT_SYMBOL, predict_answer
 
     app = FastAPI(
         title="volstream predictor",
@@ -146,5 +146,6 @@ def create_app(service: Service, run_loops: bool = True) -> FastAPI:
         latest=service.ring.latest_json,
         stats=service.metrics.http,
         pattern=SYMBOL_PATTERN,
+        default=DEFAULT_SYMBOL,
     )
     return app

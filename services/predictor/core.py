@@ -225,20 +225,6 @@ def vector_problem(
     return None
 
 
-def to_predictions(
-    vectors: Sequence[FeatureVector],
-    log_rv: np.ndarray,
-    bundle: Bundle,
-    role: str,
-    horizon: int,
-    bounds: tuple[np.ndarray, np.ndarray] | None = None,
-    level: float | None = None,
-) -> list[Prediction]:
-    """Prediction messages for scored vectors (one timestamp for the whole batch), with their
-    interval when ``bounds`` (from :func:`interval_bounds`) and its ``level`` are given."""
-    return encode_predictions(vectors, log_rv, bundle, role, horizon, bounds, level, False)[0]
-
-
 def encode_predictions(
     vectors: Sequence[FeatureVector],
     log_rv: np.ndarray,
@@ -249,7 +235,9 @@ def encode_predictions(
     level: float | None = None,
     encode: bool = True,
 ) -> tuple[list[Prediction], list[bytes]]:
-    """:func:`to_predictions` and, with ``encode``, each one's JSON (``to_bytes()``).
+    """Prediction messages for scored vectors (one timestamp for the whole batch), with their
+    interval when ``bounds`` (from :func:`interval_bounds`) and its ``level`` are given, and,
+    with ``encode``, each one's JSON (``to_bytes()``).
 
     The values are checked once per batch, not per row: when every ``rv`` and bound is finite
     and every ``rv_lo <= rv_hi``, what ``Prediction`` validates holds by construction

@@ -69,12 +69,18 @@ class LatestFastPath:
     """
 
     def __init__(
-        self, app: ASGIApp, latest: Callable[[str], bytes | None], stats: HttpStats, pattern: str
+        self,
+        app: ASGIApp,
+        latest: Callable[[str], bytes | None],
+        stats: HttpStats,
+        pattern: str,
+        default: str,
     ) -> None:
         self.app = app
         self.latest = latest
         self.stats = stats
         self._pattern = re.compile(pattern)
+        self._default = default
         self._symbols: dict[bytes, str | None] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -89,14 +95,15 @@ class LatestFastPath:
         await self.app(scope, receive, send)
 
     def _symbol(self, query: bytes) -> str | None:
-        """The valid ``symbol`` of a query string (default BTC), or None: the route decides.
+        """The valid ``symbol`` of a query string (the route's default without one), or None:
+        the route decides.
         Parsed as Starlette parses it (the last value of a repeated key wins)."""
         try:
             return self._symbols[query]
         except KeyError:
             pass
         params = dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True))
-        symbol: str | None = params.get("symbol", "BTC")
+        symbol: str | None = params.get("symbol", self._default)
         if symbol is not None and not self._pattern.match(symbol):
             symbol = None
         if len(self._symbols) >= 1024:  # bounded: arbitrary query strings cannot grow it

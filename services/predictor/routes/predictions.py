@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 
 router = APIRouter(tags=["predictions"])
 
-SymbolQuery = Annotated[str, Query(pattern=SYMBOL_PATTERN, examples=["BTC"])]
+#: The symbol a request without ``symbol`` asks about (the routes and the fast path alike).
+DEFAULT_SYMBOL = "BTC"
+SymbolQuery = Annotated[str, Query(pattern=SYMBOL_PATTERN, examples=[DEFAULT_SYMBOL])]
 JSON = "application/json"
 
 
@@ -37,7 +39,7 @@ _LATEST_PARAMS = {
             "name": "symbol",
             "in": "query",
             "required": False,
-            "schema": {"type": "string", "pattern": SYMBOL_PATTERN, "default": "BTC"},
+            "schema": {"type": "string", "pattern": SYMBOL_PATTERN, "default": DEFAULT_SYMBOL},
         }
     ]
 }
@@ -54,7 +56,7 @@ _LATEST_PARAMS = {
 )
 async def latest(request: Request) -> Response:
     """The newest champion prediction for ``symbol`` (served pre-encoded from memory)."""
-    symbol = request.query_params.get("symbol", "BTC")
+    symbol = request.query_params.get("symbol", DEFAULT_SYMBOL)
     if not _SYMBOL.match(symbol):
         msg = f"String should match pattern '{SYMBOL_PATTERN}'"
         detail = [{"type": "string_pattern_mismatch", "loc": ["query", "symbol"], "msg": msg}]
@@ -68,7 +70,7 @@ async def latest(request: Request) -> Response:
 @router.get("/predictions", response_model=PredictionList)
 async def window(
     service: ServiceDep,
-    symbol: SymbolQuery = "BTC",
+    symbol: SymbolQuery = DEFAULT_SYMBOL,
     since: Annotated[int | None, Query(ge=0, le=MAX_TIME, description="feature time >=")] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 100,
 ) -> Response:
