@@ -107,6 +107,47 @@ def test_dense_scorer_gives_inplace_predict_exactly(calm_features, bundle) -> No
     np.testing.assert_array_equal(score(bundle, x), expected)
 
 
+def test_tree_table_scores_small_batches_as_xgboost(calm_features, crash_features, bundle) -> None:
+    """Micro-batches of up to TABLE_MAX_ROWS rows go through the model's TreeTable: the same
+    float32 values as ``inplace_predict`` to the last bit, real rows of a calm and a crash
+    period, with missing values and values beyond float32 (as XGBoost casts them)."""
+    from services.predictor.core import TABLE_MAX_ROWS, scorer_of
+
+    scorer = scorer_of(bundle.booster)
+    assert scorer.table is not None  # the trainer's models are plain squared-error gbtrees
+    names = list(FEATURE_NAMES)
+    x = np.vstack([f[names].to_numpy(dtype=np.float64) for f in (calm_features, crash_features)])
+    rng = np.random.default_rng(5)
+    x = x[rng.permutation(len(x))[:600]]
+    x[rng.random(x.shape) < 0.05] = np.nan
+    x[rng.random(x.shape) < 0.002] *= 1e40
+    for k in range(1, TABLE_MAX_ROWS + 1):
+        for rows in (x[i : i + k] for i in range(0, len(x) - k, 37)):
+            expected = bundle.booster.inplace_predict(rows).reshape(-1)
+            np.testing.assert_array_equal(scorer.table(rows), expected)
+            np.testing.assert_array_equal(scorer(rows), expected.astype(np.float64))
+
+
+def test_tree_table_refused_for_a_model_it_cannot_express(calm_features, bundle) -> None:
+    """A model the table cannot express (another objective's output transform), or a table
+    that differs from the booster on the probe, is refused: XGBoost scores every batch."""
+    import xgboost as xgb
+
+    from services.predictor.core import TreeTable, scorer_of
+
+    x = calm_features[list(FEATURE_NAMES)].to_numpy(dtype=np.float64)[-300:]
+    y = (np.arange(len(x)) % 2).astype(np.float64)
+    logistic = xgb.train(
+        {"objective": "binary:logistic", "max_depth": 3}, xgb.DMatrix(x, y), num_boost_round=5
+    )
+    scorer = scorer_of(logistic)
+    assert scorer.table is None
+    np.testing.assert_array_equal(scorer(x[:2]), logistic.inplace_predict(x[:2]))
+    booster = bundle.booster
+    assert TreeTable.of(booster, lambda m: booster.inplace_predict(m)) is not None
+    assert TreeTable.of(booster, lambda m: booster.inplace_predict(m) + 1e-6) is None
+
+
 def test_a_scorer_goes_with_its_booster(calm_features, bundle) -> None:
     """Reloads must not pile up boosters: the scorer cache does not keep its key alive."""
     import gc
