@@ -221,7 +221,8 @@ class StreamWorker:
         preds: list[Prediction] = []
         tracked: list[Any] = []  # forecasts of the current champion's set, for live accuracy
         current = self.holder.models.champion
-        by_champion: dict[int, tuple[ModelSet, list[np.ndarray]]] = {}
+        # the current champion's scored batches: drift and the baseline take them at once
+        by_champion: dict[int, tuple[ModelSet, list[BatchResult]]] = {}
         outcomes: Counter[str] = Counter()
         reasons: Counter[str] = Counter()
         scoring = m.prediction_latency.labels("stream")
@@ -240,8 +241,7 @@ class StreamWorker:
                 continue  # scored by a model swapped out since: not the new windows' business
             tracked.extend(result.predictions)
             if result.matrix is not None:
-                by_champion.setdefault(id(current), (models, []))[1].append(result.matrix)
-                tracked.extend(baseline_forecasts(models, result))
+                by_champion.setdefault(id(current), (models, []))[1].append(result)
         for outcome in ("scored", "cold", "dead"):
             m.vectors.labels(outcome).inc(outcomes[outcome])
         for code, n in reasons.items():
@@ -249,8 +249,9 @@ class StreamWorker:
         if not preds:
             return
         observe_predictions(m, preds)
-        for models, matrices in by_champion.values():
-            merged = BatchResult(matrix=np.vstack(matrices))
+        for models, results in by_champion.values():
+            merged = merge_results(results)
+            tracked.extend(baseline_forecasts(models, merged))
             observe_drift(m, models, merged, self.psettings)
         observe_accuracy(m, self.accuracy, self.accuracy.joiner.add_predictions(tracked))
 
@@ -287,6 +288,17 @@ def observe_predictions(m: PredictorMetrics, preds: list[Prediction]) -> None:
         m.prediction_value.labels(symbol, role).set(rv)
     m.predictions.labels("champion").inc(len(from_close))
     m.predictions.labels("shadow").inc(len(preds) - len(from_close))
+
+
+def merge_results(results: list[BatchResult]) -> BatchResult:
+    """Scored batches as one: their predictions and feature rows in order (one array call
+    per fold for the baseline and the drift monitor instead of one per batch)."""
+    if len(results) == 1:
+        return results[0]
+    matrices = [r.matrix for r in results if r.matrix is not None]
+    return BatchResult(
+        predictions=[p for r in results for p in r.predictions], matrix=np.vstack(matrices)
+    )
 
 
 def baseline_forecasts(models: ModelSet, result: BatchResult) -> list[BaselineForecast]:

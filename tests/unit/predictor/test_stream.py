@@ -132,3 +132,41 @@ async def test_step_returns_before_the_acks_and_a_failed_send_stops_the_next_ste
     finally:
         await consumer.stop()
         await producer.stop()
+
+
+async def test_a_fold_scores_the_baseline_of_all_its_batches_at_once(
+    settings: Settings, registry, calm_features, to_vectors
+) -> None:
+    """The bookkeeping takes a fold's batches as one (one baseline and drift call per fold):
+    the same forecasts, in the same order, as batch by batch; each vector's prediction and
+    baseline forecast wait for their realized value."""
+    import math
+
+    from services.predictor.core import RawRecord, process
+    from services.predictor.stream import baseline_forecasts, merge_results
+
+    worker = await _worker(settings, registry)
+    models = worker.holder.models
+    assert models.champion is not None and models.champion.baseline is not None
+    warm = calm_features[calm_features["warm"]].iloc[-40:]
+    vecs = [v for s in ("BTC", "ETH") for v in to_vectors(warm, symbol=s)]
+    results = []
+    for i in range(0, len(vecs), 3):  # live-like: one to three vectors per batch
+        batch = vecs[i : i + 1 + i % 3]
+        recs = [
+            RawRecord(FEATURES, 0, i + j, v.symbol.encode(), v.to_bytes())
+            for j, v in enumerate(batch)
+        ]
+        results.append(process(recs, models.champion.bundle, None))
+    merged = merge_results(results)
+    expected = [f for r in results for f in baseline_forecasts(models, r)]
+    got = baseline_forecasts(models, merged)
+    assert [(f.symbol, f.time) for f in got] == [(f.symbol, f.time) for f in expected]
+    assert all(
+        math.isclose(a.log_rv, b.log_rv, rel_tol=1e-12) for a, b in zip(got, expected, strict=True)
+    )
+    worker._backlog = [(r, models) for r in results]
+    worker.fold()
+    scored = sum(len(r.predictions) for r in results)
+    assert worker.accuracy.joiner.pending() == 2 * scored  # prediction and baseline each
+    assert models.champion.drift.n == scored
