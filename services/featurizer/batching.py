@@ -28,6 +28,7 @@ at least once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
@@ -48,10 +49,10 @@ async def _take_until_idle(
     events: list[EventT] = []
     held = 0  # the open batch's weight
     first_at = last_at = 0.0
-    arrived = asyncio.Event()  # the buffer holds at least one event
     full = asyncio.Event()  # the buffer holds max_ events
     consumed = asyncio.Event()  # a full buffer was handed out: the processor may go on
     consuming: asyncio.Future[None] | None = None  # set while a batch is with the consumer
+    waiter: asyncio.Future[None] | None = None  # resolved by the first event of a batch
     clock = time.monotonic
 
     async def add_to_buffer(value: Any) -> Any:
@@ -73,7 +74,8 @@ async def _take_until_idle(
             last_at = clock()
             if len(events) == 1:
                 first_at = last_at
-                arrived.set()
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
             if held >= max_:
                 await hand_out()
         except asyncio.CancelledError:  # pragma: no cover
@@ -106,7 +108,13 @@ async def _take_until_idle(
     try:
         while not stream.should_stop:
             if not events:
-                await stream.wait_for_stopped(arrived, timeout=within)
+                # One future and one timer per wait, where ``stream.wait_for_stopped`` starts and
+                # cancels three tasks (the event, stopped, crashed): live, that is per candle.
+                # A stop is seen within ``within`` (and Faust cancels the agent's task anyway).
+                waiter = asyncio.get_running_loop().create_future()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(waiter, timeout=within)
+                waiter = None
                 continue
             wait = due()
             if wait > 0 and not full.is_set():
@@ -117,7 +125,6 @@ async def _take_until_idle(
             yield batch  # raises GeneratorExit here (no acks) if the consumer stops early
             del events[: len(batch)]
             held = 0
-            arrived.clear()
             for event in batch:
                 await stream.ack(event)
             release()
