@@ -14,8 +14,7 @@ import itertools
 import math
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -64,9 +63,9 @@ class Forecast(Protocol):
     def rv_hi(self) -> float | None: ...
 
 
-@dataclass(frozen=True)
-class BaselineForecast:
-    """The HAR-seasonal baseline's forecast for one scored vector (never published)."""
+class BaselineForecast(NamedTuple):
+    """The HAR-seasonal baseline's forecast for one scored vector (never published). A named
+    tuple: a fold makes one per scored vector and they wait an hour in the join."""
 
     symbol: str
     time: int
@@ -120,9 +119,8 @@ class HarSeasonal:
         return design @ self.coef + self.shift
 
 
-@dataclass(frozen=True)
-class Resolved:
-    """A forecast joined with what happened."""
+class Resolved(NamedTuple):
+    """A forecast joined with what happened (a named tuple: one per resolved forecast)."""
 
     prediction: Forecast
     rv_real: float
@@ -409,7 +407,9 @@ class LiveAccuracy:
             self.learner.observe(resolved)
         for r in resolved:
             p = r.prediction
-            roll = self.roles.setdefault(p.role, RollingAccuracy(self.window))
+            roll = self.roles.get(p.role)
+            if roll is None:  # not setdefault: a new window per call is three deques
+                roll = self.roles[p.role] = RollingAccuracy(self.window)
             roll.update(p.rv, r.rv_real, p.rv_lo, p.rv_hi)
             if p.role == "champion":
                 self._adwin.update(abs(r.log_error))
