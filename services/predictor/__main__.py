@@ -17,6 +17,7 @@ import uvicorn
 import uvloop
 
 from services.common.logging import configure_logging
+from services.common.runtime import tune_gc
 from services.common.settings import get_settings
 from services.predictor.app import build_service, create_app
 from services.predictor.settings import PredictorSettings
@@ -50,6 +51,7 @@ async def serve() -> int:
     # handler there lets a clean SIGTERM shutdown end in exit code 0 instead of death by signal
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
+    tune_gc()
     await server.serve()
     return 1 if service.failure else 0
 

@@ -35,18 +35,3 @@ async def test_raw_schema_and_quiet_monitor() -> None:
         msg = Message("ticks.clean", 0, 7, 0.0, 0, [], key, value, None)
         event = await decode(msg)
         assert (event.key, event.value, event.message) == (key, value, msg)
-
-
-def test_tune_gc_freezes_the_start_up_heap_and_collects_young_objects_less_often() -> None:
-    import gc
-
-    from services.featurizer.__main__ import GC_GEN0_THRESHOLD, tune_gc
-
-    before = gc.get_threshold()
-    try:
-        tune_gc()
-        assert gc.get_threshold() == (GC_GEN0_THRESHOLD, *before[1:])
-        assert gc.get_freeze_count() > 0
-    finally:
-        gc.unfreeze()
-        gc.set_threshold(*before)
