@@ -4,7 +4,9 @@ the peak RSS of each service.
 Both runs start the real services as subprocesses on a fresh embedded broker, with a champion
 trained on the real history before the latency window. Each figure is printed next to its target
 and a ceiling measured in the same run on the same broker (:mod:`bench.ceilings`): raw aiokafka
-produce/consume rates for the replay, a 4-hop aiokafka passthrough chain for the latency.
+produce/consume rates for the replay, a 4-hop aiokafka passthrough chain for the latency (the
+target's ceiling, its stages in one process), and beside it the same chain with a process per
+stage as the services run (context: what crossing a process at each hop costs on this machine).
 
 The replay is the issue's slice: the 2-year file from its first candle, or the largest prefix of
 it that gets through in ``BENCH_E2E_BUDGET_S`` (600 s) at full speed; ``BENCH_E2E_DAYS`` replays a
@@ -18,7 +20,9 @@ training slice before it), ``BENCH_CHAIN_S`` (seconds of the chain ceiling), ``B
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -487,6 +491,7 @@ def latency(
             chain_from, own_from = time.time(), time.process_time()
             chain = asyncio.run(chain_latency(pipe.settings, topics, RATE, CHAIN_S))
             chain_until, own_until = time.time(), time.process_time()
+        procs_chain = process_chain_latency(pipe)
         start_stream(pipe)
         for s in SYMBOLS:
             pipe.volstream(f"warm-{s}", "ingest", "replay", "--file", str(warmup), "--symbol", s)
@@ -530,6 +535,7 @@ def latency(
                     id=f"chain_p{q}_ms",
                 )
             )
+    process_chain_figures(figures, lat, procs_chain)
     if lat.size:
         breakdown(timed, figures)
         fed = timed.fed
@@ -548,7 +554,48 @@ def latency(
     return {
         "publish→on predictions": [round(float(x), 2) for x in lat],
         "raw 4-hop chain": [round(float(x), 2) for x in chain],
+        "4-hop chain, a process per stage": [round(float(x), 2) for x in procs_chain],
     }
+
+
+#: Seconds for the passthrough processes of :func:`process_chain_latency` to start and join
+#: their groups (a Tansu join takes half the 6 s session timeout) before the clock starts.
+PROCESS_CHAIN_HEAD_START_S = 8.0
+
+
+def process_chain_latency(pipe: Pipeline) -> np.ndarray:
+    """The same 4-hop chain at the same rate, but each stage its own process
+    (:mod:`bench.passthrough`, as the end-to-end ceiling runs them and as the services run):
+    what crossing a process at every hop costs on this machine, next to the in-process chain
+    the target is set against. Measured before the services start, as that chain is."""
+    topics = chain_topics("bench.procs")
+    asyncio.run(kafka.ensure_topics(pipe.settings, extra=[(t, pipe.partitions) for t in topics]))
+    names = [f"chain-{i}" for i in range(len(topics) - 1)]
+    for name, (src, dst) in zip(names, itertools.pairwise(topics), strict=True):
+        pipe.start(name, [sys.executable, "-m", "bench.passthrough", src, dst])
+    try:
+        time.sleep(PROCESS_CHAIN_HEAD_START_S)
+        run = chain_latency(pipe.settings, topics, RATE, CHAIN_S, in_process=False)
+        return asyncio.run(run)
+    finally:
+        for name in names:
+            proc = pipe.procs.pop(name)
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(20)
+
+
+def process_chain_figures(figures: list[dict], lat: np.ndarray, chain: np.ndarray) -> None:
+    """The process-per-stage chain's p50/p99 and the latency's ratio to them (context: the
+    target stays set against the in-process chain)."""
+    if not chain.size:
+        return
+    for q in (50, 99):
+        base = float(np.percentile(chain, q))
+        name = f"  4-hop chain, a process per stage, p{q} @100 msg/s"
+        figures.append(figure(name, base, "ms", id=f"chain_procs_p{q}_ms"))
+        if lat.size:
+            ratio = float(np.percentile(lat, q)) / base
+            figures.append(figure(f"  latency p{q} / process-per-stage chain p{q}", ratio, "x"))
 
 
 def breakdown(timed: Timed, figures: list[dict]) -> None:

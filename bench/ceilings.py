@@ -80,16 +80,20 @@ async def _probe(settings: Settings, topic: str, count: int, timeout_s: float) -
 
 
 async def chain_latency(
-    settings: Settings, topics: list[str], rate: float = 100, seconds: float = 15
+    settings: Settings,
+    topics: list[str],
+    rate: float = 100,
+    seconds: float = 15,
+    in_process: bool = True,
 ) -> np.ndarray:
     """Latencies (ms) publish → last topic through ``len(topics) - 1`` passthrough stages at
     ``rate`` msg/s for ``seconds``; the first second is warm-up and left out. The topics must
-    exist (created by the caller with the pipeline's partition count)."""
+    exist (created by the caller with the pipeline's partition count). ``in_process=False``:
+    the stages run elsewhere (their own processes, started by the caller); only the publisher
+    and the probe run here."""
     stop = asyncio.Event()
-    stages = [
-        asyncio.create_task(_passthrough(settings, src, dst, stop))
-        for src, dst in itertools.pairwise(topics)
-    ]
+    pairs = itertools.pairwise(topics) if in_process else ()
+    stages = [asyncio.create_task(_passthrough(settings, src, dst, stop)) for src, dst in pairs]
     n = int(rate * seconds)
     probe = asyncio.create_task(_probe(settings, topics[-1], n, timeout_s=seconds + 30))
     await asyncio.sleep(1.0)  # consumers connected and positioned before the clock starts
