@@ -15,7 +15,9 @@ between are coalesced into the next commit, and the last ones are committed once
 passed even when nothing else arrives. A live stage fed one small batch at a time would otherwise
 send one OffsetCommit per input message (~70 µs of broker and ~150 µs of client CPU each on the
 embedded broker), for nothing: a crash replays at most the interval's input, which every stage
-deduplicates anyway. :meth:`Committer.drain` and :meth:`Committer.close` commit at once.
+deduplicates anyway. A stage that stays behind (a replay, its batches always queued here) still
+commits once per interval, not only when its queue runs dry. :meth:`Committer.drain` and
+:meth:`Committer.close` commit at once.
 
     >>> import asyncio
     >>> async def demo():
@@ -155,7 +157,7 @@ class Committer:
                     if futures:
                         await asyncio.gather(*futures)
                     self._pending.update(offsets)
-                    if self._queue.empty() and loop.time() >= self._due:
+                    if loop.time() >= self._due:  # also under a steady backlog of batches
                         await self._flush()
                 finally:
                     self._queue.task_done()

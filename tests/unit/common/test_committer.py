@@ -98,3 +98,26 @@ async def test_drain_commits_at_once_inside_the_interval() -> None:
     await asyncio.wait_for(c.drain(), 1)
     assert committed == [{0: 1}, {0: 2}]
     await c.close()
+
+
+async def test_a_steady_backlog_still_commits_every_interval() -> None:
+    """A stage that is always behind keeps batches queued (publishing returns before the
+    acks): the acked positions are still committed once per interval, not only when the
+    queue runs dry, so a crash replays an interval's input, not the whole backlog."""
+    c, committed = recording(2, interval_s=0.05)
+    loop = asyncio.get_running_loop()
+    acks = [loop.create_future() for _ in range(30)]
+
+    async def broker() -> None:  # acks one batch every 10 ms, in order
+        for ack in acks:
+            await asyncio.sleep(0.01)
+            ack.set_result(None)
+
+    acking = asyncio.create_task(broker())
+    for i, ack in enumerate(acks, 1):
+        await c.submit([ack], {0: i})  # waits while two batches are unacked: never runs dry
+    await acking
+    await c.close()
+    assert len(committed) >= 3, committed  # ~0.3 s of backlog, a commit per 0.05 s
+    assert [p[0] for p in committed] == sorted(p[0] for p in committed)
+    assert c.committed == {0: 30}
