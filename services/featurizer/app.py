@@ -28,7 +28,7 @@ from services.common.committer import Committer
 from services.common.settings import Settings
 from services.common.topics import FEATURES, TICKS_CLEAN, TICKS_DLQ
 from services.featurizer import metrics, transport
-from services.featurizer.batching import take_until_idle
+from services.featurizer.batching import Busy, take_until_idle
 from services.featurizer.core import Featurizer, Outcome, RecordLike, encode_vector
 from services.featurizer.history import read_partition
 from services.featurizer.settings import FeaturizerSettings
@@ -232,6 +232,7 @@ def build(settings: Settings, fs: FeaturizerSettings, engine: Featurizer | None 
                 within=fs.batch_within_s,
                 linger=fs.batch_linger_s,
                 weight=transport.chunk_weight,
+                busy=Busy(rate=fs.batch_busy_rate, linger=fs.batch_busy_linger_s),
             ):
                 await handler.handle(transport.records_of(chunks))
         except Exception as exc:

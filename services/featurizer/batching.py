@@ -14,7 +14,9 @@ batches short under a backlog, where the featurizer's per-call cost then dominat
 - ``within`` seconds have passed since the batch's *first* event (a bound under a slow drip).
 
 Under a backlog Faust delivers events back to back, so batches still grow to ``max_``; live, an
-event waits about ``linger``.
+event waits about ``linger``. With a :class:`Busy` rule, a batch lingers longer while the events
+came fast (a replay at thousands per second, where linger 0 gives batches of whatever arrived
+during the last one): it then grows until the window or ``max_``.
 
 Acks follow Faust's ``take_events`` (the buffering processor, passive consumption and manual
 acks are the same mechanism), with one stricter rule: a batch's events are acked only once the
@@ -29,8 +31,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from faust.types import EventT, StreamT
@@ -39,16 +43,32 @@ from mode.utils.futures import notify
 Weight = Callable[[EventT], int]
 
 
+@dataclass(frozen=True)
+class Busy:
+    """Linger ``linger`` seconds instead while events arrive at ``rate`` or more per second
+    (the weight of a batch over the time since the one before it): a backlog or a replay then
+    takes a few big batches instead of many small ones (each batch costs the kernel's and
+    Faust's per-call work, and one produce request), while a live trickle never waits."""
+
+    rate: float
+    linger: float
+
+
+NEVER_BUSY = Busy(rate=math.inf, linger=0.0)
+
+
 def _one(event: EventT) -> int:
     return 1
 
 
 async def _take_until_idle(
-    stream: Any, max_: int, within: float, linger: float, weight: Weight
+    stream: Any, max_: int, within: float, linger: float, weight: Weight, busy: Busy
 ) -> AsyncGenerator[list[EventT], None]:
     events: list[EventT] = []
     held = 0  # the open batch's weight
     first_at = last_at = 0.0
+    yielded_at = -math.inf  # when the last batch was handed out
+    lingering = linger  # the open batch's linger: busy.linger while the last rate was high
     full = asyncio.Event()  # the buffer holds max_ events
     consumed = asyncio.Event()  # a full buffer was handed out: the processor may go on
     consuming: asyncio.Future[None] | None = None  # set while a batch is with the consumer
@@ -93,7 +113,7 @@ async def _take_until_idle(
 
     def due() -> float:
         """Seconds until the open batch must be yielded (<= 0: now)."""
-        return min(first_at + within, last_at + linger) - clock()
+        return min(first_at + within, last_at + lingering) - clock()
 
     def release() -> None:
         """Let the buffering processor go on (after a batch, or when closing)."""
@@ -121,6 +141,9 @@ async def _take_until_idle(
                 await stream.wait_for_stopped(full, timeout=wait)
                 continue
             consuming = asyncio.get_running_loop().create_future()
+            now = clock()
+            rate, yielded_at = held / max(now - yielded_at, 1e-3), now
+            lingering = max(linger, busy.linger) if rate >= busy.rate else linger
             batch = list(events)
             yield batch  # raises GeneratorExit here (no acks) if the consumer stops early
             del events[: len(batch)]
@@ -135,7 +158,12 @@ async def _take_until_idle(
 
 
 def take_until_idle(
-    stream: StreamT, max_: int, within: float, linger: float, weight: Weight = _one
+    stream: StreamT,
+    max_: int,
+    within: float,
+    linger: float,
+    weight: Weight = _one,
+    busy: Busy = NEVER_BUSY,
 ) -> AsyncGenerator[list[EventT], None]:
     """Batches of events weighing up to ``max_`` from ``stream``: yielded once they weigh
     ``max_``, or the next event would overflow that, or the stream was idle for ``linger`` s, or
@@ -144,11 +172,12 @@ def take_until_idle(
     Each event weighs ``weight(event)`` (1 by default: ``max_`` counts events; the featurizer
     counts the records of its chunked handovers). A single event heavier than ``max_`` is a
     batch of its own. Use in place of ``stream.take_events(max_, within)``; events are acked
-    after the body of the ``async for`` that received them completed.
+    after the body of the ``async for`` that received them completed. ``busy``: the linger
+    becomes ``busy.linger`` for the batch after one that came at ``busy.rate`` or faster.
     """
-    if max_ < 1 or within <= 0 or linger < 0:
+    if max_ < 1 or within <= 0 or linger < 0 or busy.linger < 0:
         raise ValueError(f"need max_ >= 1, within > 0, linger >= 0: {max_=} {within=} {linger=}")
-    agen = _take_until_idle(stream, max_, within, linger, weight)
+    agen = _take_until_idle(stream, max_, within, linger, weight, busy)
     active = getattr(stream, "_active_agens", None)
     if active is not None:  # Stream.on_stop closes buffering generators left open (as Faust's)
         active.add(agen)

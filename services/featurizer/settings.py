@@ -30,6 +30,14 @@ class FeaturizerSettings(BaseSettings):
     hop about 4 ms at p50), and under a backlog each handover already carries a fetch's worth of
     candles, so batches still fill up (1,878 candles on average over the 30-day bench, against
     1,800 with 3 ms) and amortise the kernel's per-call cost."""
+    batch_busy_rate: float = Field(default=1000.0, gt=0)
+    """``FEATURIZER_BATCH_BUSY_RATE``: candles per second (a batch's candles over the time since
+    the batch before it) from which the next batch lingers ``FEATURIZER_BATCH_BUSY_LINGER_S``
+    instead. Live (100 candles/s, or a minute's burst of every symbol) stays far below it."""
+    batch_busy_linger_s: float = Field(default=0.02, ge=0)
+    """``FEATURIZER_BATCH_BUSY_LINGER_S``: the linger while busy. In a replay, linger 0 cut
+    batches of a few dozen candles, each paying the kernel's ~0.8 ms per call, Faust's handover
+    and a produce request; this lets them grow to the window."""
     batch_within_s: float = Field(default=0.2, gt=0)
     """``FEATURIZER_BATCH_WITHIN_S``: longest time a micro-batch stays open after its first
     candle, when candles keep trickling in faster than the linger."""

@@ -13,7 +13,7 @@ from typing import Any
 import faust
 import pytest
 
-from services.featurizer.batching import take_until_idle
+from services.featurizer.batching import NEVER_BUSY, Busy, take_until_idle
 
 
 @dataclass
@@ -33,6 +33,7 @@ async def agent_taking(
     linger: float,
     fail_on: int | None = None,
     weight: Callable[[Any], int] | None = None,
+    busy: Busy = NEVER_BUSY,
 ) -> AsyncIterator[tuple[Callable[[Any], Any], Seen]]:
     """A started test agent batching with ``take_until_idle``; yields (put, seen)."""
     app = faust.App(f"t-batching-{id(object())}", broker="kafka://127.0.0.1:1", store="memory://")
@@ -41,7 +42,7 @@ async def agent_taking(
     @app.agent(app.channel())
     async def agent(stream: faust.StreamT) -> AsyncIterator[int]:
         weighed = {"weight": weight} if weight else {}
-        async for events in take_until_idle(stream, max_, within, linger, **weighed):
+        async for events in take_until_idle(stream, max_, within, linger, busy=busy, **weighed):
             seen.at.append(time.monotonic())
             seen.batches.append([e.value for e in events])
             seen.acked_inside.append([e.message.acked for e in events])
@@ -137,6 +138,36 @@ async def test_weighted_events_fill_batches_without_overflowing_max() -> None:
         [[9, 10, 11, 12, 13, 14]],  # heavier than max_: alone
         [[15]],
     ]
+
+
+async def _fast_then_lone(busy: Busy) -> tuple[float, float]:
+    """Mean batch of a fast stream (~2,000 events/s), then how long a lone event put after a
+    pause and the one after it waited for their batches."""
+    async with agent_taking(max_=10_000, within=0.3, linger=0.0, busy=busy) as (put, seen):
+        t0, i = time.monotonic(), 0
+        while time.monotonic() - t0 < 0.6:
+            for _ in range(4):
+                await put(i)
+                i += 1
+            await asyncio.sleep(0.002)
+        await wait_until(lambda: sum(map(len, seen.batches)) == i)
+        mean = i / len(seen.batches)
+        await asyncio.sleep(0.3)
+        waited = []
+        for _ in range(2):
+            n, t_put = len(seen.batches), time.monotonic()
+            await put(i)
+            i += 1
+            await wait_until(lambda n=n: len(seen.batches) == n + 1)
+            waited.append(seen.at[-1] - t_put)
+    return mean, waited[1]
+
+
+async def test_a_fast_stream_lingers_into_big_batches_and_a_trickle_does_not() -> None:
+    quiet_mean, _ = await _fast_then_lone(NEVER_BUSY)
+    busy_mean, lone = await _fast_then_lone(Busy(rate=500.0, linger=0.2))
+    assert busy_mean >= 100 > 4 * quiet_mean, (busy_mean, quiet_mean)
+    assert lone < 0.1  # after the pause, not busy any more: no 0.2 s linger
 
 
 @pytest.mark.parametrize(("max_", "within", "linger"), [(0, 1.0, 0.0), (1, 0.0, 0.0), (1, 1, -1)])
