@@ -170,3 +170,58 @@ async def test_a_fold_scores_the_baseline_of_all_its_batches_at_once(
     scored = sum(len(r.predictions) for r in results)
     assert worker.accuracy.joiner.pending() == 2 * scored  # prediction and baseline each
     assert models.champion.drift.n == scored
+
+
+def test_the_reader_of_closes_reads_what_candle_accepts(calm_candles) -> None:
+    """``close_of`` gives what ``Candle.from_bytes`` gives (symbol, time, close) for the
+    validator's candles, and for altered ones the same answer, None when the schema refuses."""
+    import orjson
+
+    from services.common.schemas import Candle
+    from services.predictor.stream import close_of
+
+    def reference(value: bytes) -> tuple | None:
+        try:
+            c = Candle.from_bytes(value)
+        except ValueError:
+            return None
+        return c.symbol, c.time, c.close
+
+    fields = ["time", "open", "high", "low", "close", "volumefrom", "volumeto"]
+    rows = calm_candles[fields].iloc[:200].to_dict("records")
+    good = [
+        Candle(symbol="BTC", time=int(r["time"]), **{k: float(r[k]) for k in fields[1:]})
+        for r in rows
+    ]
+    values = [c.to_bytes() for c in good]
+    assert [close_of(v) for v in values] == [(c.symbol, c.time, c.close) for c in good]
+    d = orjson.loads(values[0])
+    altered = [
+        {**d, "close": 1},  # an int where a float goes: the schema takes it as 1.0
+        {**d, "close": True},
+        {**d, "close": "1.5"},
+        {**d, "time": True},
+        {**d, "time": 1.7e9},
+        {**d, "time": -60},
+        {**d, "symbol": "btc"},
+        {**d, "symbol": "BTC\n"},
+        {**d, "schema_version": 2},
+        {**d, "ingested_at": 1},
+        {**d, "ingested_at": 1.5},
+        {**d, "extra": 1},
+        {k: v for k, v in d.items() if k != "ingested_at"},  # a default
+        {k: v for k, v in d.items() if k != "close"},
+        dict(reversed(d.items())),  # another order: the schema does not care
+    ]
+    raw = [orjson.dumps(a) for a in altered]
+    raw += [
+        b"",
+        b"null",
+        b"[]",
+        values[0][:-1],
+        values[0].replace(b'"close":', b'"close":1e999,"x":'),
+    ]
+    raw += [values[0].replace(b'"close":', b'"close":NaN,"x":'), b'{"symbol":"BTC"}']
+    got, want = [close_of(v) for v in raw], [reference(v) for v in raw]
+    assert got == want and all(type(g[2]) is float for g in got if g is not None)
+    assert sum(g is not None for g in got) == 5  # close 1, ingested_at 1 and 1.5, default, order
