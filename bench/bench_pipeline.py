@@ -612,6 +612,22 @@ def breakdown(timed: Timed, figures: list[dict]) -> None:
             figures.append(figure(name, float(value), "ms", id=f"latency_hop_{hop}_p{q}_ms"))
 
 
+def latency_marks(chain: list[float]) -> dict[str, float]:
+    """The latency chart's target lines: 1.3x the same run's chain p50 and p99 (the fixed 40 and
+    60 ms drawn before were an older target).
+
+    >>> latency_marks([10.0, 10.0, 20.0])
+    {'target p50 13.0 ms (1.3x chain)': 13.0, 'target p99 25.7 ms (1.3x chain)': 25.74}
+    """
+    if not chain:
+        return {}
+    marks = {}
+    for q in (50, 99):
+        value = round(1.3 * float(np.percentile(chain, q)), 2)
+        marks[f"target p{q} {value:,.1f} ms (1.3x chain)"] = value
+    return marks
+
+
 def _merge(rss: dict[str, float], peaks: PeakRss) -> None:
     for name, mb in by_service(peaks.peaks_mb(), service_of).items():
         rss[name] = max(mb, rss.get(name, 0.0))
@@ -640,7 +656,7 @@ def main() -> dict:
         peak_rss_mb=rss,
         series=series,
         series_unit="ms",
-        series_marks={"target p50 40 ms": 40, "target p99 60 ms": 60},
+        series_marks=latency_marks(series.get("raw 4-hop chain", [])),
     )
     return {"figures": figures}
 
