@@ -52,6 +52,8 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 class Consumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer with our thread and a public explicit commit."""
 
+    _suspended: asyncio.Future[Any] | None = None  # waits for suspend_flow (see below)
+
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
@@ -83,7 +85,7 @@ class Consumer(faust_aiokafka.Consumer):
                 fetched = await self._fetch(timeout=DRAIN_TIMEOUT_S)
                 await self.sleep(0)
                 if fetched and not self.should_stop:
-                    await self.wait_first(self._deliver(*fetched), self.suspend_flow.wait())
+                    await self._deliver_unless_suspended(*fetched)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
                 return
@@ -92,6 +94,30 @@ class Consumer(faust_aiokafka.Consumer):
             if self.transport.app.should_stop:
                 return
             raise
+
+    async def _deliver_unless_suspended(self, messages: list[Message], generation: int) -> None:
+        """:meth:`_deliver`, cancelled if the flow is suspended (a rebalance) meanwhile.
+
+        Faust's ``wait_first`` starts four tasks per call and cancels three (the delivery, the
+        suspension, the service's stopped and crashed events): live, that is per candle. Here
+        the delivery is one task and the suspension one waiter kept from fetch to fetch (a stop
+        cancels this coroutine, and with it the delivery)."""
+        suspended = self._suspended
+        if suspended is None or suspended.done():
+            suspended = self._suspended = asyncio.ensure_future(self.suspend_flow.wait())
+        delivery = asyncio.ensure_future(self._deliver(messages, generation))
+        try:
+            await asyncio.wait((delivery, suspended), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not delivery.done():
+                delivery.cancel()
+        if delivery.done() and not delivery.cancelled():
+            delivery.result()  # its error, if any
+
+    async def on_stop(self) -> None:
+        if self._suspended is not None:
+            self._suspended.cancel()
+        await super().on_stop()
 
     async def _fetch(self, timeout: float) -> tuple[list[Message], int] | None:
         """One fetch from the consumer thread as handovers (Faust's ``getmany`` checks, made
