@@ -1,7 +1,8 @@
 """Predictor stream loop benchmark: what the predictor's Kafka side costs per feature vector.
 
 The real loops (``StreamWorker`` on ``features``, ``SideConsumer`` on ``ticks.clean``) run in
-this process on uvloop against an embedded broker, with the model ``make run`` serves
+this process on uvloop against an embedded broker, with the process settings the service's
+``__main__`` applies (``services.common.runtime.tune_gc``), with the model ``make run`` serves
 (``bench_predictor.fit_model``; ``BENCH_MODEL_DIR`` reuses one already fitted there) and real
 feature vectors (the featurizer's core on the first weeks of the two-year file):
 
@@ -107,8 +108,10 @@ def service(bootstrap: str, model_dir: Path, var: Path) -> Any:
 async def run_loops(svc: Any, until: Any, probe: Probe) -> None:
     """The stream and side loops until ``until()`` is true; marks 'first' at the first fetched
     vector and 'done' when ``until()`` holds."""
+    from services.common.runtime import tune_gc
     from services.predictor.stream import StreamWorker
 
+    tune_gc()  # as the service's __main__ does once its objects are built
     await svc.holder.reload()
     worker: StreamWorker = svc.worker
     step = worker.step
@@ -172,7 +175,7 @@ def bulk(bootstrap: str, broker_pid: int, model_dir: Path, var: Path) -> list[di
             "stream loop, bulk: predictor CPU per vector",
             own / n * 1e6,
             "us",
-            "<= 40",
+            "<= 35",
             id="stream_bulk_cpu_us_per_vector",
         ),
         figure("stream loop, bulk: broker CPU per vector", broker / n * 1e6, "us"),
