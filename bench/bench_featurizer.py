@@ -14,7 +14,9 @@ producer as the record is queued; one machine, one clock). Its ceiling in the sa
 aiokafka passthrough stage (``getmany`` with ``fetch_max_wait_ms=5``, gathered sends) between
 two other topics, fed in the same ticks. ``BENCH_FEATURIZER_HOP_S`` (30) sets the feed's length.
 The worker's CPU is read over the feed and over 5 idle seconds before it: at 100 candles/s, its
-idle fetch polling is a large share of the CPU per candle, so both are reported.
+idle fetch polling is a large share of the CPU per candle, so both are reported, and the feed's
+CPU is split between the main thread (the event loop: agent, features, producer) and Faust's
+consumer thread (fetching).
 """
 
 from __future__ import annotations
@@ -124,7 +126,9 @@ def _hop_figures(frame: Any) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="bench_featurizer_hop_") as tmp:
         broker = EmbeddedBroker(port=free_port(), log_path=Path(tmp) / "broker.log").start()
         try:
-            hop, ceiling, cpu_us, idle_ms = asyncio.run(_hop(broker.bootstrap, frame, Path(tmp)))
+            hop, ceiling, cpu_us, idle_ms, main_us = asyncio.run(
+                _hop(broker.bootstrap, frame, Path(tmp))
+            )
         finally:
             broker.stop()
     figures = []
@@ -140,6 +144,10 @@ def _hop_figures(frame: Any) -> list[dict[str, Any]]:
         )
         figures.append(figure(f"  featurizer hop p{q} / passthrough hop p{q}", value / base, "x"))
     figures.append(figure("featurizer CPU per candle @100 single candles/s", cpu_us, "us"))
+    figures.append(figure("  of which its main thread (agent, features, produce)", main_us, "us"))
+    figures.append(
+        figure("  of which Faust's consumer thread (fetch polling)", cpu_us - main_us, "us")
+    )
     figures.append(figure("  of which idle fetch polling (CPU at idle, per s)", idle_ms, "ms/s"))
     per_candle = cpu_us - idle_ms * 1000 / HOP_RATE
     figures.append(figure("  featurizer CPU per candle, idle polling excluded", per_candle, "us"))
@@ -148,9 +156,10 @@ def _hop_figures(frame: Any) -> list[dict[str, Any]]:
 
 async def _hop(
     bootstrap: str, frame: Any, tmp: Path
-) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """Per-candle featurizer hop and passthrough hop (ms), the worker's CPU per candle (µs) and
-    its CPU at idle (ms per s: Faust's consumer thread polling the broker every few ms)."""
+) -> tuple[np.ndarray, np.ndarray, float, float, float]:
+    """Per-candle featurizer hop and passthrough hop (ms), the worker's CPU per candle (µs), its
+    CPU at idle (ms per s: Faust's consumer thread polling the broker every few ms) and its main
+    thread's CPU per candle (µs: the event loop with the agent, the features and the producer)."""
     settings = Settings(kafka_bootstrap_servers=bootstrap, data_dir=tmp / "data")
     extra = internal_topics(FeaturizerSettings())
     extra += [(t, settings.topic_partitions) for t in HOP_TOPICS]
@@ -181,6 +190,7 @@ async def _hop(
         tails = (rows[s][HOP_WARM:] for s in HOP_SYMBOLS)
         feed = [c for row in zip(*tails, strict=True) for c in row]
         cpu0, t0 = _cpu_s(worker.proc.pid), time.monotonic()
+        main0 = _cpu_s(worker.proc.pid, worker.proc.pid)
         for i, candle in enumerate(feed):
             await asyncio.sleep(max(0.0, t0 + i / HOP_RATE - time.monotonic()))
             await producer.send(TICKS_CLEAN, candle.to_bytes(), candle.symbol.encode())
@@ -191,6 +201,7 @@ async def _hop(
         while len(stamps[FEATURES]) < len(feed) and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         cpu_us = (_cpu_s(worker.proc.pid) - cpu0) / len(feed) * 1e6
+        main_us = (_cpu_s(worker.proc.pid, worker.proc.pid) - main0) / len(feed) * 1e6
     finally:
         stop.set()
         worker.stop()
@@ -203,7 +214,7 @@ async def _hop(
     hop = [outs[k] - ins[k] for k in keys if k in outs and k in ins]
     ins, outs = stamps[HOP_TOPICS[0]], stamps[HOP_TOPICS[1]]
     ceiling = [outs[i] - ins[i] for i in range(skip, len(feed)) if i in outs and i in ins]
-    return np.array(hop, dtype=float), np.array(ceiling, dtype=float), cpu_us, idle_ms
+    return np.array(hop, dtype=float), np.array(ceiling, dtype=float), cpu_us, idle_ms, main_us
 
 
 async def _stamp(consumer: Any, stamps: dict[str, dict[Any, int]], stop: asyncio.Event) -> None:
@@ -218,9 +229,10 @@ async def _stamp(consumer: Any, stamps: dict[str, dict[Any, int]], stop: asyncio
                 into[doc["i"] if "i" in doc else (doc["symbol"], doc["time"])] = r.timestamp
 
 
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process ``pid``."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def _cpu_s(pid: int, thread: int | None = None) -> float:
+    """User + system CPU seconds of process ``pid`` (of its thread ``thread`` if given)."""
+    path = Path(f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat")
+    fields = path.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
