@@ -37,6 +37,12 @@ class PredictorSettings(BaseSettings):
     """``PREDICTOR_MODEL_WAIT_S``: retry interval while no champion exists yet (seconds)."""
     batch_max: int = Field(default=2000, ge=1)
     """``PREDICTOR_BATCH_MAX``: largest micro-batch of feature vectors scored in one call."""
+    idle_fetch_max_wait_ms: int = Field(default=100, ge=0)
+    """``PREDICTOR_IDLE_FETCH_MAX_WAIT_MS``: the fetch wait on ``features`` after a poll that
+    brought nothing (100 ms of silence), until vectors arrive again
+    (:class:`services.common.kafka.IdleBackoff`). Live, vectors come once a minute per symbol:
+    at the 5 ms wait the idle loop costs the broker and itself ~7 % of a core each; the price
+    is up to this much on the first vector after a silence. 0 turns it off."""
     ring_size: int = Field(default=20_000, ge=1)
     """``PREDICTOR_RING_SIZE``: champion predictions kept per symbol for ``GET /predictions``."""
     psi_window: int = Field(default=10_080, ge=10)

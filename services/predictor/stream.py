@@ -15,7 +15,8 @@ the acks batch after batch, in order, and commits the positions reached (coalesc
 order). The bookkeeping (drift window and PSI, live accuracy, prediction metrics) is folded in
 every :data:`BOOKKEEPING_S`, over all the batches since, instead of once per batch; the ring
 (``GET /predictions``) is fed at once. Before partitions are revoked, the in-flight batches are
-acked and committed.
+acked and committed. After a poll that brought nothing the loop's fetch wait backs off to
+``PREDICTOR_IDLE_FETCH_MAX_WAIT_MS`` until vectors come again (live, they come once a minute).
 """
 
 from __future__ import annotations
@@ -113,6 +114,7 @@ class StreamWorker:
         self._backlog: list[tuple[BatchResult, ModelSet]] = []
         self._wake = asyncio.Event()
         self._failure: BaseException | None = None
+        self.backoff: kafka.IdleBackoff | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Wait for a champion, then score until ``stop`` is set."""
@@ -139,6 +141,8 @@ class StreamWorker:
     ) -> None:
         """The loop on started clients; on stop, flushes: acks, commits, bookkeeping."""
         self.start_committer(consumer)
+        wait_ms = kafka.CONSUMER_DEFAULTS["fetch_max_wait_ms"]
+        self.backoff = kafka.IdleBackoff(consumer, wait_ms, self.psettings.idle_fetch_max_wait_ms)
         bookkeeper = asyncio.create_task(self._bookkeeper(), name="predictor-bookkeeping")
         try:
             while not stop.is_set():
@@ -182,6 +186,8 @@ class StreamWorker:
         assert self.committer is not None, "start_committer() first"
         batch = await consumer.getmany(timeout_ms=100, max_records=self.psettings.batch_max)
         records = records_of(batch)
+        if self.backoff is not None:
+            self.backoff.update(bool(records))
         if not records:
             return 0
         models = self.holder.models  # one snapshot for the whole batch

@@ -225,3 +225,39 @@ def test_the_reader_of_closes_reads_what_candle_accepts(calm_candles) -> None:
     got, want = [close_of(v) for v in raw], [reference(v) for v in raw]
     assert got == want and all(type(g[2]) is float for g in got if g is not None)
     assert sum(g is not None for g in got) == 5  # close 1, ingested_at 1 and 1.5, default, order
+
+
+async def test_an_idle_loop_backs_off_its_fetch_wait_and_snaps_back_with_vectors(
+    settings: Settings, registry, calm_features, to_vectors
+) -> None:
+    """Live, vectors come once a minute: after a poll that brought nothing the loop's fetch
+    wait goes to PREDICTOR_IDLE_FETCH_MAX_WAIT_MS (fewer empty fetches), and the first vectors
+    bring it back to the hot path's few milliseconds."""
+    await kafka.ensure_topics(settings)
+    worker = await _worker(settings, registry)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    seen: list[bool] = []  # the backoff's state after each poll
+    try:
+        async with asyncio.timeout(15):
+            while worker.backoff is None:
+                await asyncio.sleep(0.01)
+        backoff = worker.backoff
+        update = backoff.update
+
+        def recorded(got_records: bool) -> None:
+            update(got_records)
+            seen.append(backoff.idle)
+
+        backoff.update = recorded  # type: ignore[method-assign]
+        async with asyncio.timeout(15):
+            while not backoff.idle:
+                await asyncio.sleep(0.01)
+        assert backoff.wait_ms == worker.psettings.idle_fetch_max_wait_ms == 100
+        warm = calm_features[calm_features["warm"]].iloc[-3:]
+        await _produce(settings, to_vectors(warm))
+        assert len(await _read(settings, PREDICTIONS, 3)) == 3
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+    assert True in seen and False in seen[seen.index(True) :]  # idle, then busy again
