@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import math
 import time
+from collections import deque
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -46,7 +47,7 @@ Weight = Callable[[EventT], int]
 @dataclass(frozen=True)
 class Busy:
     """Linger ``linger`` seconds instead while events arrive at ``rate`` or more per second
-    (the weight of a batch over the time since the one before it): a backlog or a replay then
+    (the weight of the batches handed out in the last :data:`RATE_WINDOW_S`): a backlog or a replay then
     takes a few big batches instead of many small ones (each batch costs the kernel's and
     Faust's per-call work, and one produce request), while a live trickle never waits."""
 
@@ -55,6 +56,12 @@ class Busy:
 
 
 NEVER_BUSY = Busy(rate=math.inf, linger=0.0)
+
+#: The span a batch's arrival rate is judged over: the weight of the batches handed out in the
+#: last ``RATE_WINDOW_S`` seconds. A rate from one interval would call a live trickle busy as
+#: soon as two candles of different symbols came a millisecond apart (one candle in 1 ms is
+#: 1,000/s), and that batch's successor would linger for nothing.
+RATE_WINDOW_S = 0.1
 
 
 def _one(event: EventT) -> int:
@@ -67,7 +74,7 @@ async def _take_until_idle(
     events: list[EventT] = []
     held = 0  # the open batch's weight
     first_at = last_at = 0.0
-    yielded_at = -math.inf  # when the last batch was handed out
+    recent: deque[tuple[float, int]] = deque()  # (handed out at, weight) within RATE_WINDOW_S
     lingering = linger  # the open batch's linger: busy.linger while the last rate was high
     full = asyncio.Event()  # the buffer holds max_ events
     consumed = asyncio.Event()  # a full buffer was handed out: the processor may go on
@@ -142,7 +149,10 @@ async def _take_until_idle(
                 continue
             consuming = asyncio.get_running_loop().create_future()
             now = clock()
-            rate, yielded_at = held / max(now - yielded_at, 1e-3), now
+            recent.append((now, held))
+            while recent[0][0] < now - RATE_WINDOW_S:
+                recent.popleft()
+            rate = sum(w for _, w in recent) / RATE_WINDOW_S
             lingering = max(linger, busy.linger) if rate >= busy.rate else linger
             batch = list(events)
             yield batch  # raises GeneratorExit here (no acks) if the consumer stops early

@@ -166,8 +166,30 @@ async def _fast_then_lone(busy: Busy) -> tuple[float, float]:
 async def test_a_fast_stream_lingers_into_big_batches_and_a_trickle_does_not() -> None:
     quiet_mean, _ = await _fast_then_lone(NEVER_BUSY)
     busy_mean, lone = await _fast_then_lone(Busy(rate=500.0, linger=0.2))
-    assert busy_mean >= 100 > 4 * quiet_mean, (busy_mean, quiet_mean)
+    # the rate is judged over RATE_WINDOW_S, so the first ~100 ms still go in small batches
+    assert busy_mean >= 30 > 4 * quiet_mean, (busy_mean, quiet_mean)
     assert lone < 0.1  # after the pause, not busy any more: no 0.2 s linger
+
+
+async def test_a_live_trickle_of_close_pairs_is_not_busy() -> None:
+    """100 candles/s where one symbol's candle comes just after another's batch left: one
+    candle a millisecond after a batch is not 1,000 candles/s, so nothing lingers."""
+    async with agent_taking(max_=10_000, within=0.3, linger=0.0, busy=Busy(1000.0, 0.2)) as (
+        put,
+        seen,
+    ):
+        waited, i = [], 0
+        for _ in range(15):
+            for _ in range(2):  # the second right after the first one's batch was handed out
+                n, t_put = len(seen.batches), time.monotonic()
+                await put(i)
+                i += 1
+                while len(seen.batches) == n:  # spin: the next put comes right after the batch
+                    assert time.monotonic() - t_put < 5, "timed out"
+                    await asyncio.sleep(0)
+                waited.append(seen.at[-1] - t_put)
+            await asyncio.sleep(0.02)
+    assert max(waited) < 0.1, waited  # a 0.2 s busy linger would show here
 
 
 @pytest.mark.parametrize(("max_", "within", "linger"), [(0, 1.0, 0.0), (1, 0.0, 0.0), (1, 1, -1)])
