@@ -47,9 +47,10 @@ Weight = Callable[[EventT], int]
 @dataclass(frozen=True)
 class Busy:
     """Linger ``linger`` seconds instead while events arrive at ``rate`` or more per second
-    (the weight of the batches handed out in the last :data:`RATE_WINDOW_S`): a backlog or a replay then
-    takes a few big batches instead of many small ones (each batch costs the kernel's and
-    Faust's per-call work, and one produce request), while a live trickle never waits."""
+    (the weight of the batches handed out in the last :data:`RATE_WINDOW_S`): a backlog or a
+    replay then takes a few big batches instead of many small ones (each batch costs the
+    kernel's and Faust's per-call work, and one produce request), while a live trickle never
+    waits."""
 
     rate: float
     linger: float

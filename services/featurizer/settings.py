@@ -32,8 +32,9 @@ class FeaturizerSettings(BaseSettings):
     1,800 with 3 ms) and amortise the kernel's per-call cost."""
     batch_busy_rate: float = Field(default=1000.0, gt=0)
     """``FEATURIZER_BATCH_BUSY_RATE``: candles per second (the candles handed to the agent in
-    the last 0.1 s, ``batching.RATE_WINDOW_S``) from which the next batch lingers ``FEATURIZER_BATCH_BUSY_LINGER_S``
-    instead. Live (100 candles/s, or a minute's burst of every symbol) stays far below it."""
+    the last 0.1 s, ``batching.RATE_WINDOW_S``) from which the next batch lingers
+    ``FEATURIZER_BATCH_BUSY_LINGER_S`` instead. Live (100 candles/s, or a minute's burst of
+    every symbol) stays far below it."""
     batch_busy_linger_s: float = Field(default=0.02, ge=0)
     """``FEATURIZER_BATCH_BUSY_LINGER_S``: the linger while busy. In a replay, linger 0 cut
     batches of a few dozen candles, each paying the kernel's ~0.8 ms per call, Faust's handover
