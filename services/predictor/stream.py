@@ -55,8 +55,6 @@ log = logging.getLogger(__name__)
 BOOKKEEPING_S = 0.2
 #: Batches up to this many records are scored on the event loop: the thread hop costs more.
 INLINE_MAX = 64
-#: Unacked micro-batches at most; then the loop waits for acks (back-pressure).
-MAX_IN_FLIGHT = 8
 #: The side consumer's fetch wait: closes are joined an hour later and a model event has the
 #: 30 s poll as fallback, so a quarter second costs nothing, while the hot path's few ms would
 #: keep ~200 empty fetches/s (~5 % of a core) on the event loop that serves HTTP.
@@ -163,9 +161,7 @@ class StreamWorker:
                 log.warning("commit refused (rebalance): replayed", extra={"error": str(exc)})
 
         self._failure = None
-        self.committer = Committer(
-            commit, MAX_IN_FLIGHT, on_error=self._fail, name="predictor-committer"
-        )
+        self.committer = Committer(commit, on_error=self._fail, name="predictor-committer")
         self.committer.start()
         self.assignment.before_revoke = self.committer.drain
 

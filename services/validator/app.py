@@ -38,10 +38,6 @@ from services.validator.settings import ValidatorSettings
 log = logging.getLogger(__name__)
 
 
-#: Unacked polls at most; then the loop waits for acks (back-pressure).
-MAX_IN_FLIGHT = 8
-
-
 class _ForgetOnAssign(ConsumerRebalanceListener):
     """After a rebalance another instance may have emitted for our symbols: re-read the marks.
     Before a revocation, the in-flight polls are acked and committed (``before_revoke``)."""
@@ -101,9 +97,7 @@ class Validator:
             self.consumer, wait_ms, self.options.idle_fetch_max_wait_ms
         )
         self._failure = None
-        self.committer = Committer(
-            self._commit, MAX_IN_FLIGHT, on_error=self._fail, name="validator-committer"
-        )
+        self.committer = Committer(self._commit, on_error=self._fail, name="validator-committer")
         self.committer.start()
         listener.before_revoke = self.committer.drain
 
