@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import re
 import time as _time
 from typing import Any, ClassVar, Literal, Self
 
@@ -116,6 +117,50 @@ class Candle(Message):
     volumefrom: float = Field(description="base volume")
     volumeto: float = Field(description="quote volume")
     ingested_at: float | None = Field(default=None, description="when the ingestor fetched it")
+
+
+#: Candle's fields in declaration order (the validator writes them so), and its float fields.
+_CANDLE_FIELDS = tuple(Candle.model_fields)
+_CANDLE_FLOATS = ("open", "high", "low", "close", "volumefrom", "volumeto")
+_SYMBOL = re.compile(SYMBOL_PATTERN.removeprefix("^").removesuffix("$"))
+
+
+def candle_close(value: bytes) -> tuple[str, int, float] | None:
+    """``(symbol, time, close)`` of an encoded :class:`Candle`, None when ``Candle`` refuses it.
+
+    For readers that need only the close of every candle (the predictor's live-accuracy join).
+    A candle as the validator writes it (every field, in order, each of its JSON type, floats as
+    floats) is read with orjson and checked against :class:`Candle`'s constraints here, next to
+    them (orjson itself refuses NaN, infinities and numbers beyond a double): ~0.6 against
+    ~2.5 µs for pydantic's validation; anything else goes through ``Candle.from_bytes``.
+
+    >>> c = Candle(symbol="BTC", time=60, open=1.0, high=2.0, low=0.5, close=1.5,
+    ...            volumefrom=3.0, volumeto=4.0)
+    >>> candle_close(c.to_bytes()), candle_close(b'{"symbol": "b@d"}')
+    (('BTC', 60, 1.5), None)
+    """
+    try:
+        d = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        d = None
+    if type(d) is dict and tuple(d) == _CANDLE_FIELDS:
+        symbol, t, at = d["symbol"], d["time"], d["ingested_at"]
+        if (
+            type(d["schema_version"]) is int
+            and d["schema_version"] == SCHEMA_VERSION
+            and type(symbol) is str
+            and _SYMBOL.fullmatch(symbol) is not None
+            and type(t) is int
+            and t >= 0
+            and (at is None or type(at) is float)
+            and all(type(d[k]) is float for k in _CANDLE_FLOATS)
+        ):
+            return symbol, t, d["close"]
+    try:
+        c = Candle.from_bytes(value)
+    except ValueError:
+        return None
+    return c.symbol, c.time, c.close
 
 
 class RawBatch(Message):

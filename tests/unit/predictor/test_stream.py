@@ -173,12 +173,12 @@ async def test_a_fold_scores_the_baseline_of_all_its_batches_at_once(
 
 
 def test_the_reader_of_closes_reads_what_candle_accepts(calm_candles) -> None:
-    """``close_of`` gives what ``Candle.from_bytes`` gives (symbol, time, close) for the
+    """``candle_close`` gives what ``Candle.from_bytes`` gives (symbol, time, close) for the
     validator's candles, and for altered ones the same answer, None when the schema refuses."""
     import orjson
 
     from services.common.schemas import Candle
-    from services.predictor.stream import close_of
+    from services.common.schemas import candle_close as close_of
 
     def reference(value: bytes) -> tuple | None:
         try:
