@@ -46,10 +46,14 @@ def ingestor_env(service_env: dict[str, str], emu: EmulatorProc) -> dict[str, st
 
 
 def freeze_and_catch_up(emu: EmulatorProc, settings: Settings, proc) -> int:
-    """Stop the simulated clock; wait until every symbol's checkpoint reaches the last closed
-    minute. Returns the open minute."""
-    now = emu.call("POST", "/_emulator/clock", json={"speed": 0})["now"]
-    current = int(now) // 60 * 60
+    """Stop the simulated clock; wait until every symbol's checkpoint reaches the last minute
+    the API shows as closed. Returns the first minute it does not show.
+
+    A minute shows ``lag_s`` after it ends (the emulator's availability lag): a clock frozen
+    within ``lag_s`` of a minute's end never shows that minute, so "closed" is counted from
+    ``now - lag_s``, not from ``now``."""
+    clock = emu.call("POST", "/_emulator/clock", json={"speed": 0})
+    current = int(clock["now"] - clock["lag_s"]) // 60 * 60
     wait_until(
         lambda: all(checkpoint(settings, s) == current - 60 for s in SYMBOLS),
         90,
