@@ -268,16 +268,20 @@ class DriftMonitor:
         self.hi = np.array([r[1] for r in rng], dtype=np.float64)
         self.ood_window = int(limits.ood_window)
         self._span = max(self.window, self.ood_window)
-        # Cumulative counts in a ring: the state before absolute row k (counts of rows < k) sits
-        # at slot k % len(ring). A step of m <= `_chunk` rows after n reads the states n+1-span ..
-        # n+m (span + m of them) and writes n+1 .. n+m, so span + _chunk slots never overwrite a
-        # state it still reads; states before row 0 read as the zeros they start with. A step
-        # costs its own rows, not a copy of the window (the live predictor folds a few rows at a
-        # time).
+        # A ring of the last rows' bin codes (``nb``: undefined) and out-of-range flags, and the
+        # counts of each feature's own window (and of the range window) after the last row: a
+        # row adds its bin and takes out the one of the row leaving each window. Row k sits at
+        # slot k % len(ring); a step of m <= `_chunk` rows after n reads rows n - span .. n+m-1
+        # and writes n .. n+m-1, so span + _chunk slots never overwrite a row it still reads;
+        # rows before row 0 read as undefined. A step costs its own rows x features, not their
+        # bins nor a copy of the window (the live predictor folds a few rows at a time).
         self._chunk = min(CHUNK, self._span + 1)
         self._slots = self._span + self._chunk
-        self._cum = np.zeros((self._slots, len(self.names), nb), dtype=np.int32)
-        self._ocum = np.zeros((self._slots, len(self.names)), dtype=np.int32)
+        self._codes = np.full((self._slots, len(self.names)), nb, dtype=np.int16)
+        self._outs = np.zeros((self._slots, len(self.names)), dtype=bool)
+        self._counts = np.zeros((len(self.names), nb + 1), dtype=np.int64)
+        self._ocounts = np.zeros(len(self.names), dtype=np.int64)
+        self._flat = np.arange(len(self.names), dtype=np.int64) * (nb + 1)  # bincount offsets
         self.n = 0
         self._psi = np.full(len(self.names), np.nan)
         self._ratio = math.nan
@@ -314,40 +318,54 @@ class DriftMonitor:
         """Add ``rows``; judge each (``judge`` None), only the last one (True) or none (False)."""
         m, f = len(rows), len(self.names)
         nb = self.expected.shape[1]
-        onehot = np.zeros((m, f, nb), dtype=np.int32)
+        values = rows[:, self.cols]
         if m <= BIN_AT_ONCE:  # a few rows (live): every feature in one comparison
-            values = rows[:, self.cols]
             with np.errstate(invalid="ignore"):
                 below = (self._edges[None, :, :] < values[:, :, None]).sum(axis=2)
             index = np.minimum(below, self._top[None, :])
-            at, feature = np.nonzero(np.isfinite(values))
-            onehot[at, feature, index[at, feature]] = 1
         else:  # many rows: a binary search per feature costs less than comparing every edge
-            for j, (col, bins) in enumerate(zip(self.cols, self.bins, strict=True)):
-                v = rows[:, col]
-                ok = np.flatnonzero(np.isfinite(v))
-                onehot[ok, j, bins.index(v[ok])] = 1
-        cum, ocum, last = self._cum, self._ocum, self.n % self._slots
-        new = (self.n + 1 + np.arange(m)) % self._slots  # slots of the states after each row
-        np.cumsum(onehot, axis=0, out=onehot)  # in place, int32 (no int64 temporary)
-        onehot += cum[last]
-        cum[new] = onehot
-        ocum[new] = ocum[last] + np.cumsum(out, axis=0, dtype=np.int32)
+            index = np.empty((m, f), dtype=np.int64)
+            for j, bins in enumerate(self.bins):
+                index[:, j] = bins.index(values[:, j])
+        codes = np.where(np.isfinite(values), index, nb)
+        slots, n = self._slots, self.n
+        entering = n + np.arange(m)  # absolute row numbers
+        self._codes[entering % slots] = codes
+        self._outs[entering % slots] = out
+        leaving = entering[:, None] - self.windows[None, :]  # the row each window lets go
+        gone = np.where(leaving >= 0, self._codes[leaving % slots, np.arange(f)], nb)
+        oleaving = entering - self.ood_window
+        ogone = self._outs[oleaving % slots] & (oleaving >= 0)[:, None]
+        flat, size = self._flat[None, :], f * (nb + 1)
+        before, obefore = self._counts, self._ocounts
+        self._counts = before + (
+            np.bincount((flat + codes).ravel(), minlength=size)
+            - np.bincount((flat + gone).ravel(), minlength=size)
+        ).reshape(f, nb + 1)
+        self._ocounts = obefore + out.sum(axis=0) - ogone.sum(axis=0)
         seen = self.n + 1 + np.arange(m)  # rows seen after each new row
         if judge is not None:
             sel = np.arange(m - 1, m) if judge else np.arange(0)
         else:
             sel = np.flatnonzero(seen % stride == 0) if stride > 1 else np.arange(m)
-        ends = seen[sel]  # absolute index of the state after each judged row
-        feat = np.arange(f)
-        starts = (ends[:, None] - self.windows[None, :]) % self._slots
-        window = cum[ends % self._slots][:, feat, :] - cum[starts, feat[None, :], :]
+        if judge:  # the counts after the last row, as kept
+            window, ocounts = self._counts[None, :, :nb], self._ocounts[None, :]
+        elif len(sel):  # the counts after each judged row: the rows' changes summed in order
+            delta = np.zeros((m, f, nb + 1), dtype=np.int32)
+            at, feat = np.arange(m)[:, None], np.arange(f)[None, :]
+            delta[at, feat, codes] = 1
+            delta[at, feat, gone] -= 1
+            np.cumsum(delta, axis=0, out=delta)  # in place, int32 (no int64 temporary)
+            window = (delta[sel] + before[None])[:, :, :nb]
+            ochange = out.astype(np.int32) - ogone
+            ocounts = np.cumsum(ochange, axis=0)[sel] + obefore[None]
+        else:
+            window = np.zeros((0, f, nb), dtype=np.int64)
+            ocounts = np.zeros((0, f), dtype=np.int64)
         defined = window.sum(axis=2)
         values = psi_many(window, self.expected[None, :, :])
         judged = defined >= self.need[None, :]
-        ood_share = (
-            ocum[ends % self._slots] - ocum[(ends - self.ood_window) % self._slots]
-        ) / self.ood_window
+        ood_share = ocounts / self.ood_window
         beyond = values > self.thresholds[None, :]
         drifted = (judged & beyond) | (ood_share > self.limits.ood_share)
         n_judged = judged.sum(axis=1)

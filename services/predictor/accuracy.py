@@ -176,13 +176,21 @@ class RealizedJoiner:
         whose candles stop coming (or a side consumer far behind) would grow the queue forever.
         """
         touched: dict[str, int] = {}
+        pending, dues, push = self._pending, self._due, heapq.heappush
         for p in preds:
-            key = (p.time, p.role)
-            pend = self._pending.setdefault(p.symbol, {})
+            symbol, t = p.symbol, p.time
+            key = (t, p.role)
+            pend = pending.get(symbol)
+            if pend is None:
+                pend = pending[symbol] = {}
             if key not in pend:
-                heapq.heappush(self._due.setdefault(p.symbol, []), key)
+                due = dues.get(symbol)
+                if due is None:
+                    due = dues[symbol] = []
+                push(due, key)
             pend[key] = p
-            touched[p.symbol] = max(p.time, touched.get(p.symbol, p.time))
+            if t > touched.get(symbol, t - 1):
+                touched[symbol] = t
         for symbol, newest in touched.items():
             self._expire(symbol, newest - 60 * self.keep)
         return [r for s in touched for r in self._resolve(s)]
@@ -213,10 +221,11 @@ class RealizedJoiner:
         if not book or not pend or not due:
             return []
         newest = next(reversed(book))
-        span = 60 * self.horizon
+        span, horizon = 60 * self.horizon, self.horizon
         keys = []
+        pop = heapq.heappop
         while due and due[0][0] + span <= newest:
-            keys.append(heapq.heappop(due))
+            keys.append(pop(due))
         if not keys:
             return []
         # the returns over the keys' whole span, once: slot i is minute keys[0].time + 60 (i + 1)
@@ -224,16 +233,16 @@ class RealizedJoiner:
         get = self._returns[symbol].get
         returns = [get(t) for t in range(first + 60, last + span + 60, 60)]
         out: list[Resolved] = []
-        realized: dict[int, float | None] = {}
+        sqrt, floor = math.sqrt, TRAINER_RV_FLOOR
+        t_prev, rv = None, None  # a time's roles come together (the heap is ordered by time)
         for key in keys:
             pred = pend.pop(key)
-            t = pred.time
-            if t not in realized:
-                i = (t - first) // 60
-                window = returns[i : i + self.horizon]
+            t = key[0]
+            if t != t_prev:
+                t_prev, i = t, (t - first) // 60
+                window = returns[i : i + horizon]
                 ok = None not in window  # every close of the window known and positive
-                realized[t] = max(math.sqrt(sum(window)), TRAINER_RV_FLOOR) if ok else None  # type: ignore[arg-type]
-            rv = realized[t]
+                rv = max(sqrt(sum(window)), floor) if ok else None  # type: ignore[arg-type]
             if rv is None:
                 self.dropped += 1
                 continue
@@ -288,6 +297,43 @@ class RollingAccuracy:
             self._qsum, self._sesum = math.fsum(self._q), math.fsum(self._se)
         if lo is not None and hi is not None:
             self._in.append(lo <= rv_real <= hi)
+
+    def update_many(
+        self,
+        rv_pred: Sequence[float],
+        rv_real: Sequence[float],
+        lo: Sequence[float | None],
+        hi: Sequence[float | None],
+    ) -> None:
+        """:meth:`update` of each resolved prediction in order, at once: the same window, each
+        loss the same float; the running sums move by the exact sum of what enters minus what
+        leaves (``math.fsum``), so they may differ from one-by-one adding in the last bits."""
+        log = math.log
+        ratios = [(r / p) ** 2 for p, r in zip(rv_pred, rv_real, strict=True)]
+        q = [r - log(r) - 1.0 for r in ratios]  # qlike(real, pred), as update() takes it
+        se = [(log(p) - log(r)) ** 2 for p, r in zip(rv_pred, rv_real, strict=True)]
+        k, window = len(q), self.window
+        if not k:
+            return
+        leaving = max(0, len(self._q) + k - window)
+        before = self._updates
+        self._updates += k
+        if leaving >= len(self._q) or before // window != self._updates // window:
+            self._q.extend(q)
+            self._se.extend(se)
+            self._qsum, self._sesum = math.fsum(self._q), math.fsum(self._se)
+        else:
+            out_q = math.fsum(itertools.islice(self._q, leaving))
+            out_se = math.fsum(itertools.islice(self._se, leaving))
+            self._q.extend(q)
+            self._se.extend(se)
+            self._qsum += math.fsum(q) - out_q
+            self._sesum += math.fsum(se) - out_se
+        self._in.extend(
+            a <= r <= b
+            for a, r, b in zip(lo, rv_real, hi, strict=True)
+            if a is not None and b is not None
+        )
 
     def intervals(self) -> int:
         """Resolved predictions with an interval in the window."""
@@ -363,6 +409,23 @@ class Adwin:
             self._window = self._fresh()
         self.drift_detected = bool(self._window.update(x))
 
+    def update_many(self, xs: Iterable[float]) -> int:
+        """:meth:`update` of each value in order; returns how many changes they completed."""
+        if self._river is not None:
+            n = 0
+            for x in xs:
+                self.update(x)
+                n += self.drift_detected
+            return n
+        n, detected, window = 0, self.drift_detected, self._window
+        for x in xs:
+            if detected:
+                window = self._fresh()
+            detected = bool(window.update(x))
+            n += detected
+        self._window, self.drift_detected = window, detected
+        return n
+
 
 class Learner(Protocol):
     """What learns from resolved predictions besides the accuracy windows
@@ -405,13 +468,24 @@ class LiveAccuracy:
         resolved = list(resolved)
         if self.learner is not None:
             self.learner.observe(resolved)
-        for r in resolved:
-            p = r.prediction
-            roll = self.roles.get(p.role)
+        by_role: dict[str, list[Forecast]] = {}
+        reals: dict[str, list[float]] = {}
+        for p, rv in resolved:  # grouped by role, in order: each window in bulk
+            got = by_role.get(p.role)
+            if got is None:
+                got = by_role[p.role] = []
+                reals[p.role] = []
+            got.append(p)
+            reals[p.role].append(rv)
+        for role, preds in by_role.items():
+            roll = self.roles.get(role)
             if roll is None:  # not setdefault: a new window per call is three deques
-                roll = self.roles[p.role] = RollingAccuracy(self.window)
-            roll.update(p.rv, r.rv_real, p.rv_lo, p.rv_hi)
-            if p.role == "champion":
-                self._adwin.update(abs(r.log_error))
-                drifts += int(self._adwin.drift_detected)
+                roll = self.roles[role] = RollingAccuracy(self.window)
+            real = reals[role]
+            rvs = [p.rv for p in preds]
+            roll.update_many(rvs, real, [p.rv_lo for p in preds], [p.rv_hi for p in preds])
+            if role == "champion":
+                log = math.log  # |Resolved.log_error|, in order
+                errors = [abs(p.log_rv - log(r)) for p, r in zip(preds, real, strict=True)]
+                drifts += self._adwin.update_many(errors)
         return drifts

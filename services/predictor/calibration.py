@@ -112,12 +112,13 @@ class IntervalLearner:
         loaded: list[_Loaded] = [m for m in (models.champion, models.challenger) if m is not None]
         by_version = {m.bundle.version: m for m in loaded if m.intervals is not None}
         taught: dict[str, _Loaded] = {}
-        for r in resolved:
-            p = r.prediction
+        if not by_version:
+            return 0
+        for p, rv_real in resolved:
             m = by_version.get(getattr(p, "model_version", None))
-            if m is None or m.intervals is None:
-                continue
-            if m.intervals.learn_one(p.symbol, p.time, math.log(r.rv_real)):
+            if m is None or m.intervals is None or p.time % m.intervals.every_s:
+                continue  # only full-hour predictions were issued to learn from
+            if m.intervals.learn_one(p.symbol, p.time, math.log(rv_real)):
                 taught[m.bundle.version] = m
         for m in taught.values():
             self._save(m)

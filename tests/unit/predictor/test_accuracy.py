@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import OrderedDict
 
 import numpy as np
+import pytest
 
 from services.common.schemas import Prediction
 from services.predictor.accuracy import (
@@ -195,3 +197,43 @@ def test_pending_predictions_are_bounded_without_closes() -> None:
     # what is still pending resolves as before once its closes arrive
     resolved = [r for i in range(878, 1060) for r in j.add_closes([("BTC", t0 + 60 * i, 100.0)])]
     assert len(resolved) == 2 * 121 and j.pending() == 0
+
+
+def test_a_window_filled_in_bulk_reads_as_one_filled_row_by_row() -> None:
+    """``RollingAccuracy.update_many`` (what a fold calls) against ``update`` one row at a time:
+    the same losses in the window, the same means and coverage, over chunks that fill, slide
+    and wrap the window (sums refreshed on a window boundary) and intervals that come and go."""
+    rng = np.random.default_rng(5)
+    n = 3000
+    pred_rv = np.exp(rng.normal(-5.0, 0.3, n)).tolist()
+    real_rv = np.exp(rng.normal(-5.0, 0.4, n)).tolist()
+    lo = [p / 2 if i % 7 else None for i, p in enumerate(pred_rv)]
+    hi = [p * 2 if i % 7 else None for i, p in enumerate(pred_rv)]
+    one, bulk = RollingAccuracy(window=500), RollingAccuracy(window=500)
+    a = 0
+    for size in itertools.cycle([1, 37, 499, 500, 3, 1200]):
+        if a >= n:
+            break
+        b = min(n, a + size)
+        for i in range(a, b):
+            one.update(pred_rv[i], real_rv[i], lo[i], hi[i])
+        bulk.update_many(pred_rv[a:b], real_rv[a:b], lo[a:b], hi[a:b])
+        assert list(bulk._q) == list(one._q) and len(bulk) == len(one)
+        assert bulk.qlike() == pytest.approx(one.qlike(), rel=1e-12)
+        assert bulk.rmse() == pytest.approx(one.rmse(), rel=1e-12)
+        assert (bulk.intervals(), bulk.coverage()) == (one.intervals(), one.coverage())
+        a = b
+
+
+def test_adwin_in_bulk_detects_what_it_detects_one_by_one() -> None:
+    from services.predictor.accuracy import Adwin
+
+    rng = np.random.default_rng(2)
+    stream = [float(x) for mu in (0.0, 2.0, -1.0, 3.0) for x in rng.normal(mu, 0.5, 800)]
+    one, bulk = Adwin(), Adwin()
+    want = 0
+    for x in stream:
+        one.update(x)
+        want += one.drift_detected
+    got = sum(bulk.update_many(stream[a : a + 97]) for a in range(0, len(stream), 97))
+    assert want >= 3 and got == want and bulk.drift_detected == one.drift_detected
