@@ -22,10 +22,11 @@ import base64
 import functools
 import re
 import time as _time
+from collections.abc import Sequence
 from typing import Any, ClassVar, Literal, Self
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from services.common.errors import SchemaError
 
@@ -161,6 +162,47 @@ def candle_close(value: bytes) -> tuple[str, int, float] | None:
     except ValueError:
         return None
     return c.symbol, c.time, c.close
+
+
+_CANDLE_LIST: TypeAdapter[list[Candle]] = TypeAdapter(list[Candle])
+
+
+def read_candles(values: Sequence[bytes]) -> list[Candle | SchemaError]:
+    """``Candle.from_bytes`` of each value, in one validation for the whole batch: about half
+    the cost per candle (the featurizer reads every candle of ``ticks.clean``). Each value's
+    outcome is its :class:`Candle`, or the :class:`SchemaError` ``Candle.from_bytes`` raises.
+
+    The values are validated as one JSON array of their bytes joined by commas when each is a
+    JSON object on its own terms: it starts with ``{`` and ends with ``}``. A Candle is a flat
+    object whose only string fields (its keys, its symbol) cannot hold a ``,`` or a brace, so
+    when the array validates into as many Candles as values, the i-th Candle is the i-th value.
+    Any refusal, or any other value, and every value is read on its own.
+
+    >>> c = Candle(symbol="BTC", time=60, open=1.0, high=2.0, low=0.5, close=1.5,
+    ...            volumefrom=3.0, volumeto=4.0)
+    >>> [type(x).__name__ for x in read_candles([c.to_bytes(), b'{"symbol": "b@d"}'])]
+    ['Candle', 'SchemaError']
+    >>> read_candles([c.to_bytes()] * 2) == [c, c]
+    True
+    """
+    if all(v[:1] == b"{" and v[-1:] == b"}" for v in values):
+        try:
+            candles: list[Candle | SchemaError] = list(
+                _CANDLE_LIST.validate_json(b"[" + b",".join(values) + b"]")
+            )
+        except ValidationError:
+            pass
+        else:
+            if len(candles) == len(values):
+                return candles
+    return [_read_one(v) for v in values]
+
+
+def _read_one(value: bytes) -> Candle | SchemaError:
+    try:
+        return Candle.from_bytes(value)
+    except SchemaError as exc:
+        return exc
 
 
 class RawBatch(Message):

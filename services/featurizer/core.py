@@ -52,12 +52,15 @@ from services.common.schemas import (
     DeadLetterReason,
     FeatureVector,
     now,
+    read_candles,
 )
 from services.common.topics import TICKS_CLEAN
 
 STAGE = "featurizer"
 #: How far back an identical re-delivered candle is recognised as a replay, not late.
 REPLAY_WINDOW_MINUTES = 1440
+#: Records of a rebuild's history validated per call (:func:`read_candles`).
+READ_CHUNK = 5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,11 +179,14 @@ class Featurizer:
     def rebuild(self, partition: int, history: Iterable[RecordLike], upto: int) -> None:
         """Recreate a partition's state from its log records with offsets below ``upto``."""
         triage = _Triage()
+        chunk: list[bytes] = []
         for rec in history:
             if rec.offset < upto:
-                candle = _parse(rec)
-                if candle is not None:
-                    triage.add(candle)
+                chunk.append(rec.value or b"")
+            if len(chunk) == READ_CHUNK:
+                triage.add_many(read_candles(chunk))
+                chunk = []
+        triage.add_many(read_candles(chunk))
         state = PartitionState(next_offset=upto)
         for symbol, accepted in triage.accepted.items():
             sym = self._new_symbol(symbol)
@@ -197,14 +203,20 @@ class Featurizer:
         Partitions must be fresh (see :meth:`stale`); unseen ones start empty at the first offset.
         """
         out = Outcome()
-        pending: dict[tuple[int, str], list[Candle]] = {}
+        fresh: list[tuple[RecordLike, PartitionState]] = []
         for rec in records:
-            state = self.partitions.setdefault(rec.partition, PartitionState(rec.offset))
+            state = self.partitions.get(rec.partition)
+            if state is None:
+                state = self.partitions[rec.partition] = PartitionState(rec.offset)
             if rec.offset < state.next_offset:
                 continue  # re-delivered after a rebalance: already published
             state.next_offset = rec.offset + 1
             out.commit[rec.partition] = rec.offset + 1
-            self._triage_one(rec, state, out, pending)
+            fresh.append((rec, state))
+        candles = read_candles([rec.value or b"" for rec, _ in fresh])  # one validation
+        pending: dict[tuple[int, str], list[Candle]] = {}
+        for (rec, state), candle in zip(fresh, candles, strict=True):
+            self._triage_one(rec, candle, state, out, pending)
         stamp = now()
         for (partition, symbol), candles in pending.items():
             sym = self.partitions[partition].symbols[symbol]
@@ -217,14 +229,13 @@ class Featurizer:
     def _triage_one(
         self,
         rec: RecordLike,
+        candle: Candle | SchemaError,
         state: PartitionState,
         out: Outcome,
         pending: dict[tuple[int, str], list[Candle]],
     ) -> None:
-        try:
-            candle = Candle.from_bytes(rec.value or b"")
-        except SchemaError as exc:
-            out.dead.append(_dead(rec, "schema", str(exc)))
+        if isinstance(candle, SchemaError):
+            out.dead.append(_dead(rec, "schema", str(candle)))
             return
         sym = state.symbols.get(candle.symbol)
         if sym is None:
@@ -284,6 +295,12 @@ class _Triage:
         self.states: dict[str, SymbolState] = {}
         self.accepted: dict[str, list[Candle]] = {}
 
+    def add_many(self, candles: Iterable[Candle | SchemaError]) -> None:
+        """Add the readable candles, in order (unreadable records are skipped, as live)."""
+        for candle in candles:
+            if isinstance(candle, Candle):
+                self.add(candle)
+
     def add(self, candle: Candle) -> None:
         sym = self.states.get(candle.symbol)
         if sym is None:
@@ -305,13 +322,6 @@ class _NoOnline:
 
 _values: Callable[[Candle], tuple[float, ...]] = attrgetter(*CANDLE_FIELDS)
 """A candle's identity for replay detection: every CryptoCompare field."""
-
-
-def _parse(rec: RecordLike) -> Candle | None:
-    try:
-        return Candle.from_bytes(rec.value or b"")
-    except SchemaError:
-        return None
 
 
 def encode_vector(vector: FeatureVector) -> bytes:

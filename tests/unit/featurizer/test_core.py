@@ -182,3 +182,53 @@ def test_fast_construction_equals_model_construct() -> None:
         assert v.model_dump() == slow.model_dump() and v.to_bytes() == slow.to_bytes()
         assert v.__pydantic_extra__ is None and v.__pydantic_private__ is None
         assert v.model_copy(update={"warm": True}).warm is True
+
+
+def test_the_batch_candle_reader_reads_what_candle_accepts() -> None:
+    """``read_candles`` (the featurizer's decode, one validation per batch) gives, value by value,
+    what ``Candle.from_bytes`` gives, field for field and type for type, for real candles as the
+    validator writes them and for altered ones; what the schema refuses is the same
+    ``SchemaError``, message included, and never takes its neighbours with it."""
+    import pandas as pd
+
+    from services.common.errors import SchemaError
+    from services.common.schemas import read_candles
+    from services.common.settings import Settings
+    from tests.candle_variants import candle_variants
+
+    fields = ["time", "open", "high", "low", "close", "volumefrom", "volumeto"]
+    path = Settings().shared_data_dir / "btcusdt_1m_2023-2024.parquet"
+    rows = pd.read_parquet(path, columns=fields).iloc[:200].to_dict("records")
+    good = [
+        Candle(symbol="BTC", time=int(r["time"]), **{k: float(r[k]) for k in fields[1:]})
+        for r in rows
+    ]
+    good[1] = good[1].model_copy(update={"ingested_at": 1.7e9})
+    values = [c.to_bytes() for c in good]
+    raw = values + candle_variants(values[0])
+    raw += [values[2] + b"," + values[3], b" " + values[4]]  # two candles in one; a space
+    raw += [values[5][:40] + b"}", b"{" + values[5][40:]]  # one candle cut in two
+
+    def outcome(candle: Any) -> tuple[str, Any]:
+        if isinstance(candle, SchemaError):
+            return "refused", str(candle)
+        return "read", [(k, type(v), v) for k, v in candle.__dict__.items()]
+
+    def reference(value: bytes) -> tuple[str, Any]:
+        try:
+            return outcome(Candle.from_bytes(value))
+        except SchemaError as exc:
+            return outcome(exc)
+
+    want = [reference(v) for v in raw]
+    assert sum(kind == "read" for kind, _ in want) == len(good) + 6  # 5 variants, a space
+    assert [outcome(c) for c in read_candles(raw)] == want  # mixed: every value on its own
+    assert [outcome(c) for c in read_candles(values)] == want[: len(values)]  # all good
+    for i in range(len(good), len(raw)):  # each odd value among good ones
+        batch = [*values[:3], raw[i], *values[3:6]]
+        assert [outcome(c) for c in read_candles(batch)] == [reference(v) for v in batch]
+    cut = values[5].index(b",", 40)  # a candle cut at a comma, and two candles in one value:
+    parts = [values[5][:cut], values[5][cut + 1 :], values[2] + b"," + values[3]]
+    joined = read_candles(parts)  # joined, they would make three candles from three values
+    assert [outcome(c) for c in joined] == [reference(v) for v in parts]
+    assert read_candles([]) == []

@@ -175,10 +175,10 @@ async def test_a_fold_scores_the_baseline_of_all_its_batches_at_once(
 def test_the_reader_of_closes_reads_what_candle_accepts(calm_candles) -> None:
     """``candle_close`` gives what ``Candle.from_bytes`` gives (symbol, time, close) for the
     validator's candles, and for altered ones the same answer, None when the schema refuses."""
-    import orjson
 
     from services.common.schemas import Candle
     from services.common.schemas import candle_close as close_of
+    from tests.candle_variants import candle_variants
 
     def reference(value: bytes) -> tuple | None:
         try:
@@ -195,33 +195,7 @@ def test_the_reader_of_closes_reads_what_candle_accepts(calm_candles) -> None:
     ]
     values = [c.to_bytes() for c in good]
     assert [close_of(v) for v in values] == [(c.symbol, c.time, c.close) for c in good]
-    d = orjson.loads(values[0])
-    altered = [
-        {**d, "close": 1},  # an int where a float goes: the schema takes it as 1.0
-        {**d, "close": True},
-        {**d, "close": "1.5"},
-        {**d, "time": True},
-        {**d, "time": 1.7e9},
-        {**d, "time": -60},
-        {**d, "symbol": "btc"},
-        {**d, "symbol": "BTC\n"},
-        {**d, "schema_version": 2},
-        {**d, "ingested_at": 1},
-        {**d, "ingested_at": 1.5},
-        {**d, "extra": 1},
-        {k: v for k, v in d.items() if k != "ingested_at"},  # a default
-        {k: v for k, v in d.items() if k != "close"},
-        dict(reversed(d.items())),  # another order: the schema does not care
-    ]
-    raw = [orjson.dumps(a) for a in altered]
-    raw += [
-        b"",
-        b"null",
-        b"[]",
-        values[0][:-1],
-        values[0].replace(b'"close":', b'"close":1e999,"x":'),
-    ]
-    raw += [values[0].replace(b'"close":', b'"close":NaN,"x":'), b'{"symbol":"BTC"}']
+    raw = candle_variants(values[0])
     got, want = [close_of(v) for v in raw], [reference(v) for v in raw]
     assert got == want and all(type(g[2]) is float for g in got if g is not None)
     assert sum(g is not None for g in got) == 5  # close 1, ingested_at 1 and 1.5, default, order
