@@ -423,7 +423,21 @@ def encode_predictions(
         preds = [Prediction.trusted(row) for row in rows]
     else:
         preds = [Prediction(**row) for row in rows]  # validates: raises on a bad value
-    return preds, [orjson.dumps(row) for row in rows] if encode else []
+    return preds, [exact_bytes(orjson.dumps(row)) for row in rows] if encode else []
+
+
+def exact_bytes(encoded: bytes) -> bytes:
+    """An exact-size copy of ``orjson.dumps``' output: its bytes keep the whole write buffer
+    allocated (8 kB for a ~0.45 kB prediction; ``sys.getsizeof`` does not show it). A micro-batch
+    of 2,000 predictions held as they come is ~16 MB in flight (queued, in the backlog until
+    the next fold), and fresh 8 kB blocks cost page faults: ~13 µs per prediction against ~1 µs
+    with the copy, whose buffer is freed at once and reused by the next ``dumps``.
+
+    >>> blob = exact_bytes(orjson.dumps({"rv": 0.01}))
+    >>> blob, type(blob) is bytes
+    (b'{"rv":0.01}', True)
+    """
+    return bytes(memoryview(encoded))
 
 
 def dead_letter(rec: Record, reason: DeadLetterReason, fv: FeatureVector | None) -> DeadLetter:

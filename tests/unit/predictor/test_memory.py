@@ -111,3 +111,23 @@ def test_ring_keeps_predictions_compact() -> None:
     assert ring.query_json("BTC", limit=3) == encoded[-3:]
     assert ring.query("BTC", since=preds[5].time, limit=2) == preds[5:7]
     assert ring.latest("BTC") == preds[-1]
+
+
+def test_a_batch_of_encoded_predictions_is_held_at_its_size(
+    calm_features, bundle, to_vectors
+) -> None:
+    """A micro-batch's encoded predictions wait in the backlog until the next fold (and in the
+    producer's queue): each must hold its own bytes, not orjson's whole write buffer (8 kB)."""
+    from services.predictor.core import encode_predictions, feature_matrix, score
+
+    vecs = to_vectors(calm_features[calm_features["warm"]].iloc[-500:])
+    log_rv = score(bundle, feature_matrix([v.features for v in vecs], bundle.feature_names))
+    tracemalloc.start()
+    try:
+        preds, encoded = encode_predictions(vecs, log_rv, bundle, "champion", 60)
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    size = sum(len(b) for b in encoded)
+    assert encoded == [p.to_bytes() for p in preds] and size / len(vecs) < 600
+    assert held / len(vecs) < 4096  # its bytes (~0.4 kB), message and dict; not 8 kB more
