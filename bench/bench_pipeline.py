@@ -14,7 +14,9 @@ shorter slice instead (for quick checks). The figure states which.
 
 Knobs: ``BENCH_E2E_DAYS``, ``BENCH_E2E_BUDGET_S``, ``BENCH_E2E_START`` (the latency window and the
 training slice before it), ``BENCH_CHAIN_S`` (seconds of the chain ceiling), ``BENCH_LATENCY_S``,
-``BENCH_PIPELINE_PARTS`` (``throughput``, ``latency`` or both, the default).
+``BENCH_PIPELINE_PARTS`` (``throughput``, ``latency`` or both, the default),
+``BENCH_KAFKA_CENSUS=1`` (the latency part also prints the Kafka requests per second of every
+process, by API, in each window: :mod:`bench.census`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,7 @@ import orjson
 import pandas as pd
 import pyarrow.parquet as pq
 
+from bench import census
 from bench.ceilings import chain_latency, chain_topics, raw_rates
 from bench.common import figure, save
 from bench.harness import TWO_YEARS, Pipeline, read_topic, write_slice
@@ -54,6 +57,7 @@ LATENCY_S = float(os.environ.get("BENCH_LATENCY_S", "60"))
 CEILING_BUDGET_S = float(os.environ.get("BENCH_CEILING_BUDGET_S", "120"))
 #: ``BENCH_PIPELINE_PARTS``: which runs (quick checks of one): throughput, latency or both.
 PARTS = os.environ.get("BENCH_PIPELINE_PARTS", "throughput,latency").split(",")
+CENSUS = os.environ.get("BENCH_KAFKA_CENSUS", "") not in ("", "0")
 SYMBOLS = ("BTC", "ETH", "SOL")
 RATE = 100.0  # candles/s of the latency feed and of its chain ceiling
 RSS_TARGET = "<= 300 MB"
@@ -349,6 +353,7 @@ class Timed:
     hops: dict[str, np.ndarray]
     window: tuple[float, float] = (0.0, 0.0)
     fed: int = 0
+    sent_at: np.ndarray = field(default_factory=lambda: np.array([]))  # time.time(), per total
 
 
 def _symbol_time(value: bytes) -> tuple[str, int] | None:
@@ -460,11 +465,11 @@ async def feed_and_time(
             ts_ms,
             arrived * 1000,
         ]
-        out.append(((arrived - t_sent) * 1000, *np.diff(marks)))
-    kept = np.array(out[int(rate) :]).reshape(-1, 1 + len(HOPS))  # the first second warms up
+        out.append((t_sent, (arrived - t_sent) * 1000, *np.diff(marks)))
+    kept = np.array(out[int(rate) :]).reshape(-1, 2 + len(HOPS))  # the first second warms up
     last = max((a for _, _, a in arrivals), default=time.time())
-    hops = {hop: kept[:, 1 + i] for i, hop in enumerate(HOPS)}
-    return Timed(kept[:, 0], hops, (first_sent, last), len(sent))
+    hops = {hop: kept[:, 2 + i] for i, hop in enumerate(HOPS)}
+    return Timed(kept[:, 1], hops, (first_sent, last), len(sent), kept[:, 0])
 
 
 def latency(
@@ -482,25 +487,45 @@ def latency(
         TWO_YEARS, filters=[("time", ">=", t0), ("time", "<", t0 + 60 * minutes)]
     ).to_pandas()
     steady = pd.concat([steady_one.assign(symbol=s) for s in SYMBOLS], ignore_index=True)
+    windows: dict[str, tuple[float, float]] = {}
+    if CENSUS:  # every process started from here on counts its requests
+        os.environ.update(census.child_env(workdir / "census"))
+        census.install()
     with Pipeline(workdir / "latency", mlflow_uri) as pipe, watch(pipe) as peaks:
         topics = chain_topics()
         asyncio.run(
             kafka.ensure_topics(pipe.settings, extra=[(t, pipe.partitions) for t in topics])
         )
+        arrived: dict[int, float] = {}
         with CpuWatch(lambda: stage_groups(pipe)) as chain_cpu:  # the broker, alone so far
             chain_from, own_from = time.time(), time.process_time()
-            chain = asyncio.run(chain_latency(pipe.settings, topics, RATE, CHAIN_S))
+            chain = asyncio.run(chain_latency(pipe.settings, topics, RATE, CHAIN_S, True, arrived))
             chain_until, own_until = time.time(), time.process_time()
+        chain_split = asyncio.run(chain_hops(pipe.settings, topics, arrived))
+        print_batches("chain topics after the chain", pipe.settings, topics)
+        windows["in-process chain"] = (chain_from, chain_until)
+        procs_from = time.time()
         procs_chain = process_chain_latency(pipe)
+        windows["process-per-stage chain (incl. head start)"] = (procs_from, time.time())
         start_stream(pipe)
         for s in SYMBOLS:
             pipe.volstream(f"warm-{s}", "ingest", "replay", "--file", str(warmup), "--symbol", s)
         asyncio.run(wait_for(pipe, "features", n_warm * len(SYMBOLS), timeout_s=600))
+        pipeline_topics = [TICKS_RAW, TICKS_CLEAN, FEATURES, PREDICTIONS]
+        print_batches("pipeline topics before the feed", pipe.settings, pipeline_topics)
         with CpuWatch(lambda: stage_groups(pipe)) as cpu:
             last_hour = t0 - 3600  # of the warm-up (a gap may skip its very last minute)
             feed = feed_and_time(pipe.settings, steady, RATE, LATENCY_S, warm_until=last_hour)
             timed = asyncio.run(feed)
+        windows["pipeline feed"] = timed.window
+        print_batches("pipeline topics after the feed", pipe.settings, pipeline_topics)
+        time.sleep(2 * census.INTERVAL_S)  # the last snapshots written
     _merge(rss, peaks)
+    if CENSUS:
+        census.snapshot()
+        census.stop()
+        for title, (t0, t1) in windows.items():
+            census.report(f"{title} ({t1 - t0:,.1f} s)", census.window(workdir / "census", t0, t1))
     lat = timed.total
     if lat.size:
         for q in (50, 99):
@@ -537,13 +562,14 @@ def latency(
             )
     process_chain_figures(figures, lat, procs_chain)
     if lat.size:
-        breakdown(timed, figures)
+        breakdown(timed, figures, chain_split)
         fed = timed.fed
         print(f"  fed {fed:,} single-candle batches at {RATE:g}/s", flush=True)
         for name, used in cpu.used_s(*timed.window).items():
             if not name.startswith("warm-"):
                 label = f"  CPU per candle at 100/s (incl. idle polling): {name}"
                 figures.append(figure(label, used / fed * 1e6, "us"))
+        by_slice(timed, cpu)
         # the chain's, same broker, same rate: its stages run in this process
         sent = (chain_until - chain_from) * RATE
         broker = chain_cpu.used_s(chain_from, chain_until).get("broker", float("nan"))
@@ -584,6 +610,40 @@ def process_chain_latency(pipe: Pipeline) -> np.ndarray:
             proc.wait(20)
 
 
+def print_batches(title: str, settings: Any, topics: list[str]) -> None:
+    """Record batches per partition of each topic (see :func:`bench.census.log_batches`)."""
+    counts = {t: asyncio.run(census.log_batches(settings, t)) for t in topics}
+    shown = "; ".join(f"{t} {sorted(c.values())}" for t, c in counts.items())
+    print(f"  record batches per partition, {title}: {shown}", flush=True)
+
+
+#: Seconds of feed per line of :func:`by_slice`.
+SLICE_S = 10.0
+
+
+def by_slice(timed: Timed, cpu: CpuWatch) -> None:
+    """The latency and the CPU per candle along the feed, :data:`SLICE_S` at a time: whether
+    they drift as the run goes on (Tansu's in-memory log costs more per fetch as single-record
+    batches pile up in a partition), which a figure over the whole feed hides."""
+    start, end = timed.window
+    edges = np.arange(start, end, SLICE_S)
+    for t0 in edges:
+        t1 = min(t0 + SLICE_S, end)
+        mine = timed.total[(timed.sent_at >= t0) & (timed.sent_at < t1)]
+        if not mine.size:
+            continue
+        p50, p99 = np.percentile(mine, [50, 99])
+        fed = (t1 - t0) * RATE
+        used = cpu.used_s(t0, t1)
+        per = {k: v / fed * 1e6 for k, v in used.items() if not k.startswith("warm-")}
+        shares = "  ".join(f"{k} {v:,.0f}" for k, v in sorted(per.items()))
+        print(
+            f"  feed {t0 - start:4.0f}-{t1 - start:3.0f} s: p50 {p50:6.1f} ms  p99 {p99:6.1f} ms;"
+            f" CPU us per candle: {shares}",
+            flush=True,
+        )
+
+
 def process_chain_figures(figures: list[dict], lat: np.ndarray, chain: np.ndarray) -> None:
     """The process-per-stage chain's p50/p99 and the latency's ratio to them (context: the
     target stays set against the in-process chain)."""
@@ -598,15 +658,55 @@ def process_chain_figures(figures: list[dict], lat: np.ndarray, chain: np.ndarra
             figures.append(figure(f"  latency p{q} / process-per-stage chain p{q}", ratio, "x"))
 
 
-def breakdown(timed: Timed, figures: list[dict]) -> None:
+async def chain_hops(
+    settings: Any, topics: list[str], arrived: dict[int, float]
+) -> dict[str, np.ndarray]:
+    """The in-process chain's latencies split like the pipeline's (:data:`HOPS`, ms): publish →
+    each later topic's record timestamp (the stage's producer clock) → arrival at the probe
+    (``arrived``: time.time() by record index). The first second warms up, as in the figure."""
+    stamps: list[dict[int, float]] = []
+    published: dict[int, float] = {}
+    for topic in topics[1:]:
+        consumer = kafka.make_consumer(group_id=None, settings=settings, max_poll_records=20_000)
+        await consumer.start()
+        try:
+            tps = await kafka.topic_partitions(consumer, topic)
+            starts = await consumer.beginning_offsets(tps)
+            on: dict[int, float] = {}
+            async for batch in kafka.read_log(consumer, starts, kafka.Until.end()):
+                for r in batch:
+                    doc = orjson.loads(r.value)
+                    on[doc["i"]] = float(r.timestamp)
+                    published[doc["i"]] = doc["t"] * 1000
+        finally:
+            await consumer.stop()
+        stamps.append(on)
+    keys = sorted(i for i in arrived if i >= RATE and all(i in on for on in stamps))
+    marks = np.array(
+        [[published[i], *(on[i] for on in stamps), arrived[i] * 1000] for i in keys]
+    ).reshape(-1, len(topics) + 1)
+    split = np.diff(marks, axis=1)
+    return {hop: split[:, k] for k, hop in enumerate(HOPS)}
+
+
+def breakdown(
+    timed: Timed, figures: list[dict], chain: dict[str, np.ndarray] | None = None
+) -> None:
     """Where the latency goes: p50 and p99 of each hop (they need not add up to the total's
-    percentiles; the means do)."""
+    percentiles; the means do), next to the same hop of the in-process chain (its stage in the
+    same position, or its delivery to the probe)."""
     for hop, ms in timed.hops.items():
         ms = ms[np.isfinite(ms)]
         if not ms.size:
             continue
         p50, p99 = np.percentile(ms, [50, 99])
-        print(f"  hop {hop:<10} p50 {p50:7.1f} ms  p99 {p99:7.1f} ms  mean {ms.mean():7.1f} ms")
+        same = (chain or {}).get(hop, np.array([]))
+        beside = ""
+        if same.size:
+            c50, c99 = np.percentile(same, [50, 99])
+            beside = f"  (chain: p50 {c50:5.1f} ms  p99 {c99:6.1f} ms  mean {same.mean():5.1f} ms)"
+        own = f"p50 {p50:7.1f} ms  p99 {p99:7.1f} ms  mean {ms.mean():7.1f} ms"
+        print(f"  hop {hop:<10} {own}{beside}", flush=True)
         for q, value in ((50, p50), (99, p99)):
             name = f"  latency hop {hop} p{q}"
             figures.append(figure(name, float(value), "ms", id=f"latency_hop_{hop}_p{q}_ms"))

@@ -63,8 +63,15 @@ async def _passthrough(settings: Settings, src: str, dst: str, stop: asyncio.Eve
         await consumer.stop()
 
 
-async def _probe(settings: Settings, topic: str, count: int, timeout_s: float) -> list[float]:
-    """Publish → arrival latencies (ms) of the first ``count`` records on ``topic``."""
+async def _probe(
+    settings: Settings,
+    topic: str,
+    count: int,
+    timeout_s: float,
+    arrivals: dict[int, float] | None = None,
+) -> list[float]:
+    """Publish → arrival latencies (ms) of the first ``count`` records on ``topic``;
+    ``arrivals`` (when given) gets each record's arrival time (time.time()) by its index."""
     consumer = kafka.make_consumer(topic, group_id=None, settings=settings, fetch_max_wait_ms=5)
     await consumer.start()
     out: list[float] = []
@@ -73,7 +80,10 @@ async def _probe(settings: Settings, topic: str, count: int, timeout_s: float) -
         while len(out) < count and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=100)
             now = time.time()
-            out += [(now - orjson.loads(r.value)["t"]) * 1000 for rs in batch.values() for r in rs]
+            docs = [orjson.loads(r.value) for rs in batch.values() for r in rs]
+            out += [(now - doc["t"]) * 1000 for doc in docs]
+            if arrivals is not None:
+                arrivals.update((doc["i"], now) for doc in docs)
     finally:
         await consumer.stop()
     return out
@@ -85,17 +95,19 @@ async def chain_latency(
     rate: float = 100,
     seconds: float = 15,
     in_process: bool = True,
+    arrivals: dict[int, float] | None = None,
 ) -> np.ndarray:
     """Latencies (ms) publish → last topic through ``len(topics) - 1`` passthrough stages at
     ``rate`` msg/s for ``seconds``; the first second is warm-up and left out. The topics must
     exist (created by the caller with the pipeline's partition count). ``in_process=False``:
     the stages run elsewhere (their own processes, started by the caller); only the publisher
-    and the probe run here."""
+    and the probe run here. ``arrivals`` (when given) gets each probe record's arrival time by
+    its index ``i`` (for a breakdown per hop)."""
     stop = asyncio.Event()
     pairs = itertools.pairwise(topics) if in_process else ()
     stages = [asyncio.create_task(_passthrough(settings, src, dst, stop)) for src, dst in pairs]
     n = int(rate * seconds)
-    probe = asyncio.create_task(_probe(settings, topics[-1], n, timeout_s=seconds + 30))
+    probe = asyncio.create_task(_probe(settings, topics[-1], n, seconds + 30, arrivals))
     await asyncio.sleep(1.0)  # consumers connected and positioned before the clock starts
     producer = kafka.make_producer(settings)
     await producer.start()
