@@ -39,6 +39,7 @@ from services.common import kafka
 from services.common.features import FEATURE_NAMES, featurize_many
 from services.common.settings import Settings
 from services.common.topics import FEATURES, TICKS_CLEAN
+from services.common.vector_codec import head_of, is_binary
 from services.featurizer.app import internal_topics
 from services.featurizer.parity import compare
 from services.featurizer.replay import Worker, collect, load_candles, produce, to_candles
@@ -225,6 +226,10 @@ async def _stamp(consumer: Any, stamps: dict[str, dict[Any, int]], stop: asyncio
         for tp, records in batch.items():
             into = stamps[tp.topic]
             for r in records:
+                if is_binary(r.value):  # a feature vector
+                    head = head_of(r.value)
+                    into[(head.symbol, head.time)] = r.timestamp
+                    continue
                 doc = orjson.loads(r.value)
                 into[doc["i"] if "i" in doc else (doc["symbol"], doc["time"])] = r.timestamp
 

@@ -47,6 +47,7 @@ from devstack.mlflow_local import MlflowServer
 from services.common import kafka
 from services.common.features import WARMUP_MINUTES
 from services.common.topics import FEATURES, PREDICTIONS, TICKS_CLEAN, TICKS_RAW
+from services.common.vector_codec import head_of, is_binary, warm_of
 from services.ingestor.core import encode_batches
 
 START = pd.Timestamp(os.environ.get("BENCH_E2E_START", "2024-10-01"), tz="UTC")
@@ -180,7 +181,7 @@ async def count_vectors(settings: Any, progress: Progress) -> None:
         progress.features = progress.cold = 0
         async for batch in kafka.read_log(consumer, starts, kafka.Until.end()):
             progress.features += len(batch)
-            progress.cold += sum(b'"warm":false' in r.value for r in batch)
+            progress.cold += sum(not warm_of(r.value) for r in batch)
     finally:
         await consumer.stop()
 
@@ -357,6 +358,9 @@ class Timed:
 
 
 def _symbol_time(value: bytes) -> tuple[str, int] | None:
+    if is_binary(value):  # a feature vector
+        head = head_of(value)
+        return head.symbol, head.time
     doc = orjson.loads(value)
     return (doc["symbol"], doc["time"]) if isinstance(doc, dict) and "symbol" in doc else None
 

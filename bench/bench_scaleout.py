@@ -39,6 +39,7 @@ from services.common import kafka
 from services.common.schemas import RawBatch
 from services.common.settings import Settings
 from services.common.topics import FEATURES, TICKS_CLEAN, TICKS_DLQ, TICKS_RAW
+from services.common.vector_codec import document, is_binary
 from services.featurizer.app import internal_topics
 from services.featurizer.replay import load_candles, to_candles
 from services.featurizer.settings import FeaturizerSettings
@@ -90,7 +91,7 @@ async def arrivals(
 def digest_output(settings: Settings, topic: str) -> tuple[dict[str, int], int, str]:
     """Count by key, (symbol, time) duplicates, and a digest of the sorted stable content."""
     records = asyncio.run(read_topic(settings, topic))
-    docs = [orjson.loads(r.value) for r in records]
+    docs = [document(r.value) if is_binary(r.value) else orjson.loads(r.value) for r in records]
     per_key = Counter(r.key.decode() for r in records if r.key)
     dups = sum(n - 1 for n in Counter((d["symbol"], d["time"]) for d in docs).values())
     stable = sorted(orjson.dumps({k: v for k, v in d.items() if k not in VOLATILE},

@@ -43,17 +43,38 @@ FEED_RATE = 100.0
 FEED_WARMUP_S = 6.0  # group join (half the session timeout) and the first fetches
 FEED_MEASURE_S = float(os.environ.get("BENCH_STREAM_FEED_S", "20"))
 SYMBOLS = ("BTC", "ETH", "SOL")
+#: The vectors' wire format: ``binary`` (what the featurizer publishes) or ``json`` (the format
+#: before it, still read: for a same-code comparison of the two).
+VECTOR_FORMAT = os.environ.get("BENCH_VECTOR_FORMAT", "binary")
+
+
+def wire(doc: dict[str, Any]) -> bytes:
+    """A vector document (FeatureVector fields) in :data:`VECTOR_FORMAT`."""
+    from services.common.vector_codec import encode_values
+
+    if VECTOR_FORMAT == "json":
+        return orjson.dumps(doc)
+    return encode_values(
+        doc["symbol"],
+        doc["time"],
+        doc["feature_version"],
+        doc["warm"],
+        list(doc["features"].values()),
+        doc["ingested_at"],
+        doc["emitted_at"],
+    )
 
 
 def real_vectors(n: int) -> tuple[list[bytes], list[bytes]]:
-    """``n`` warm BTC feature vectors as the featurizer publishes them (JSON), from the start of
-    the two-year file, and the candles of the same minutes as ``ticks.clean`` holds them."""
+    """``n`` warm BTC feature vectors as the featurizer publishes them (in
+    :data:`VECTOR_FORMAT`), from the start of the two-year file, and the candles of the same
+    minutes as ``ticks.clean`` holds them."""
     import pandas as pd
 
     from bench.harness import TWO_YEARS
     from services.common import features
     from services.common.schemas import Candle
-    from services.featurizer.core import Featurizer, Record, encode_vector
+    from services.featurizer.core import Featurizer, Record
 
     minutes = features.WARMUP_MINUTES + n + 200  # a margin for the file's gaps
     df = pd.read_parquet(TWO_YEARS).iloc[:minutes]
@@ -71,7 +92,7 @@ def real_vectors(n: int) -> tuple[list[bytes], list[bytes]]:
         vectors += [v for v in core.process(chunk).features if v.warm]
     vectors = vectors[:n]
     first = vectors[0].time
-    return [encode_vector(v) for v in vectors], [
+    return [wire(v.__dict__) for v in vectors], [
         b for c, b in zip(candles, raw, strict=True) if c.time >= first
     ]
 
@@ -195,7 +216,7 @@ def feed(bootstrap: str, vectors_path: str, seconds: float, out_path: str) -> No
     from services.common.topics import FEATURES, PREDICTIONS, TICKS_CLEAN
 
     settings = Settings(kafka_bootstrap_servers=bootstrap)
-    bodies = [orjson.loads(v) for v in json.loads(Path(vectors_path).read_text())]
+    bodies = json.loads(Path(vectors_path).read_text())  # vector documents
     lat: list[tuple[float, float]] = []  # (arrival since the feed's start, latency s)
 
     async def consume(consumer: AIOKafkaConsumer, t0: float) -> None:
@@ -227,7 +248,7 @@ def feed(bootstrap: str, vectors_path: str, seconds: float, out_path: str) -> No
                 close = {"symbol": symbol, "time": t, "open": 1.0, "high": 1.0, "low": 1.0}
                 close |= {"close": 1.0, "volumefrom": 1.0, "volumeto": 1.0}
                 key = symbol.encode()
-                await producer.send(FEATURES, value=orjson.dumps(vector), key=key)
+                await producer.send(FEATURES, value=wire(vector), key=key)
                 await producer.send(TICKS_CLEAN, value=orjson.dumps(close), key=key)
                 i += 1
             await asyncio.sleep(1.0)
@@ -245,10 +266,12 @@ def singles(bootstrap: str, broker_pid: int, model_dir: Path, var: Path) -> list
     import numpy as np
     import uvloop
 
+    from services.common.vector_codec import document
+
     vectors, _ = real_vectors(300)
     tmp = var / "feed"
     tmp.mkdir(parents=True, exist_ok=True)
-    (tmp / "vectors.json").write_text(json.dumps([v.decode() for v in vectors]))
+    (tmp / "vectors.json").write_text(json.dumps([document(v) for v in vectors]))
     seconds = FEED_WARMUP_S + FEED_MEASURE_S
     env = {**os.environ, **metrics_off_env(), "LOG_LEVEL": "WARNING"}
     cmd = [sys.executable, "-m", "bench.bench_stream", "feed", bootstrap]

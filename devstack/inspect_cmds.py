@@ -94,10 +94,7 @@ async def _tail(topic: str, from_beginning: bool, n: int | None, idle_exit: floa
         until = kafka.Until.follow() if idle_ms is None else kafka.Until.idle(idle_ms)
         async for batch in kafka.read_log(consumer, start, until, poll_ms=500):
             for r in batch[: n - seen if n is not None else None]:
-                try:
-                    value = orjson.loads(r.value) if r.value is not None else None
-                except orjson.JSONDecodeError:
-                    value = (r.value or b"").decode("utf-8", "replace")
+                value = _value(r.value)
                 line = {
                     "topic": r.topic,
                     "partition": r.partition,
@@ -112,3 +109,17 @@ async def _tail(topic: str, from_beginning: bool, n: int | None, idle_exit: floa
                 return
     finally:
         await consumer.stop()
+
+
+def _value(data: bytes | None) -> object:
+    """A record's value for display: its JSON, a binary feature vector as its JSON document,
+    else its text."""
+    from services.common.errors import SchemaError
+    from services.common.vector_codec import document, is_binary
+
+    if data is None:
+        return None
+    try:
+        return document(data) if is_binary(data) else orjson.loads(data)
+    except (orjson.JSONDecodeError, SchemaError):
+        return data.decode("utf-8", "replace")

@@ -23,7 +23,7 @@ import functools
 import re
 import time as _time
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, Self, cast
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
@@ -307,6 +307,20 @@ class FeatureVector(Message):
     features: dict[str, float | None]
     ingested_at: float | None = None
     emitted_at: float = Field(default_factory=now)
+
+    @classmethod
+    def from_bytes(cls, data: bytes | str) -> Self:
+        """Decode either wire format: JSON (``to_bytes()``), or the binary format the featurizer
+        publishes (first byte 0xF0-0xFF; layout in :mod:`services.common.vector_codec`)."""
+        if not isinstance(data, str) and data[:1] and data[0] >= BINARY_FORMATS:
+            from services.common.vector_codec import decode
+
+            return cast(Self, decode(bytes(data)))
+        return super().from_bytes(data)
+
+
+#: A first byte from here on marks a binary FeatureVector (``services.common.vector_codec``).
+BINARY_FORMATS = 0xF0
 
 
 class Prediction(Message):

@@ -55,6 +55,7 @@ from services.common.schemas import (
     read_candles,
 )
 from services.common.topics import TICKS_CLEAN
+from services.common.vector_codec import encodable, encode_values
 
 STAGE = "featurizer"
 #: How far back an identical re-delivered candle is recognised as a replay, not late.
@@ -325,10 +326,24 @@ _values: Callable[[Candle], tuple[float, ...]] = attrgetter(*CANDLE_FIELDS)
 
 
 def encode_vector(vector: FeatureVector) -> bytes:
-    """``vector.to_bytes()``, three times faster: every field is already JSON-native, and
-    orjson, like pydantic's JSON mode, writes non-finite floats as null (a unit test pins the
-    equivalence)."""
-    return orjson.dumps(vector.__dict__)
+    """The vector as published on ``features``: the binary format of
+    :mod:`services.common.vector_codec` (~0.6 KB against ~2.2 KB of JSON) when its features
+    are its version's layout, as the feature module's always are; else its JSON,
+    ``vector.to_bytes()`` three times faster (every field is already JSON-native, and orjson,
+    like pydantic's JSON mode, writes non-finite floats as null; unit tests pin both)."""
+    d = vector.__dict__
+    features = d["features"]
+    if encodable(d["feature_version"], features):
+        return encode_values(
+            d["symbol"],
+            d["time"],
+            d["feature_version"],
+            d["warm"],
+            list(features.values()),
+            d["ingested_at"],
+            d["emitted_at"],
+        )
+    return orjson.dumps(d)
 
 
 def _dead(rec: RecordLike, code: str, message: str, candle: Candle | None = None) -> DeadLetter:

@@ -29,6 +29,7 @@ import numpy as np
 
 from services.common.adaptive_intervals import AdaptiveIntervals
 from services.common.schemas import FeatureVector
+from services.common.vector_codec import VectorHead
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def snapshot_path(store: Path | None, bundle: Any, level: float) -> Path | None:
 
 def adaptive_bounds(
     aci: AdaptiveIntervals,
-    vectors: Sequence[FeatureVector],
+    vectors: Sequence[FeatureVector | VectorHead],
     log_rv: np.ndarray,
     regime: np.ndarray,
     learn: bool = True,

@@ -165,6 +165,7 @@ def test_retain_forgets_revoked_partitions() -> None:
 
 
 def test_fast_encoding_equals_the_schema_encoding() -> None:
+    """Vectors of a toy feature set (no binary layout) are published as their JSON."""
     f = engine()
     vectors = f.process(records(0, "BTC", [1, 2, 3, 4])).features
     vectors.append(vectors[-1].model_copy(update={"features": {"a": None, "b": float("inf")}}))

@@ -71,3 +71,24 @@ def test_rebuild_from_log_then_continue_equals_batch(candles: pd.DataFrame) -> N
         assert sum(len(o.dead) for o in out) == int(cut <= 9000)
         report = compare(vectors, expected[expected["time"] >= vectors[0].time], FEATURE_NAMES)
         assert report.ok, (cut, report.mismatches[:5], report.missing[:5])
+
+
+def test_published_vectors_are_binary_and_decode_to_the_same_vectors(
+    candles: pd.DataFrame,
+) -> None:
+    """What the featurizer publishes (``encode_vector``) for real candles, in micro-batches and
+    one at a time (the array and the one-row paths), is the binary format, and reads back as
+    the very vector it encoded, the same as its JSON does (``None`` where undefined)."""
+    from services.common.schemas import FeatureVector
+    from services.common.vector_codec import MAGIC
+    from services.featurizer.core import encode_vector
+
+    log = log_of(candles.iloc[: 2 * 1440])
+    engine = new_engine()
+    vectors = engine.process(log[:-5]).features
+    vectors += [v for r in log[-5:] for v in engine.process([r]).features]
+    assert len(vectors) == len(log) and any(None in v.features.values() for v in vectors)
+    for v in vectors:
+        data = encode_vector(v)
+        assert data[0] == MAGIC
+        assert FeatureVector.from_bytes(data) == v == FeatureVector.from_bytes(v.to_bytes())
