@@ -79,7 +79,8 @@ NAN = math.nan
 LAYOUTS: Mapping[str, tuple[str, ...]] = MappingProxyType({FEATURE_VERSION: FEATURE_NAMES})
 
 _SYMBOL = re.compile(SYMBOL_PATTERN.removeprefix("^").removesuffix("$").encode())
-_F64 = np.dtype("<f8")
+#: The values' type on the wire: little-endian float64.
+F64 = _F64 = np.dtype("<f8")
 
 
 class VectorHead(NamedTuple):
@@ -120,9 +121,8 @@ def encode_values(
     emitted_at: float,
 ) -> bytes:
     """A binary vector from its fields; ``values`` in ``LAYOUTS[feature_version]`` order: a
-    float64 array, or floats with ``None`` for undefined. The caller vouches for the header
-    fields (the featurizer's own); a wrong count of values, an unknown version or a non-ASCII
-    or too long name raises ``ValueError`` (``struct.error`` is one)."""
+    float64 array, or floats with ``None`` for undefined (an infinity is written as NaN). A
+    wrong count of values or an unknown version raises ``ValueError``."""
     names = LAYOUTS.get(feature_version)
     if names is None or len(values) != len(names):
         raise ValueError(f"{feature_version!r}: no layout of {len(values)} values")
@@ -133,11 +133,29 @@ def encode_values(
         body = row.tobytes()
     else:  # x - x is 0.0 for a finite x, NaN (true) for an infinite or NaN one
         body = _values(len(names)).pack(*[NAN if x is None or x - x else x for x in values])
+    return pack(symbol, time, feature_version, warm, body, ingested_at, emitted_at)
+
+
+def pack(
+    symbol: str,
+    time: int,
+    feature_version: str,
+    warm: bool,
+    body: bytes,
+    ingested_at: float | None,
+    emitted_at: float,
+) -> bytes:
+    """A binary vector around ``body``, its values' bytes: little-endian float64 in
+    ``LAYOUTS[feature_version]`` order, NaN where undefined and no infinity, which the caller
+    vouches for (the featurizer packs its rows as they are); a body of the wrong size, an
+    unknown version or a non-ASCII or too long name raises ``ValueError``."""
+    n = len(body) // 8
+    names = LAYOUTS.get(feature_version)
+    if names is None or len(body) != 8 * len(names):
+        raise ValueError(f"{feature_version!r}: no layout of {len(body)} bytes of values")
     sym, ver = symbol.encode("ascii"), feature_version.encode("ascii")
     at = NAN if ingested_at is None else ingested_at
-    head = HEAD.pack(
-        MAGIC, WARM if warm else 0, len(names), time, at, emitted_at, len(sym), len(ver)
-    )
+    head = HEAD.pack(MAGIC, WARM if warm else 0, n, time, at, emitted_at, len(sym), len(ver))
     return b"".join((head, sym, ver, body))
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,7 +28,7 @@ from services.common.settings import Settings
 from services.common.topics import FEATURES, TICKS_CLEAN, TICKS_DLQ
 from services.featurizer import metrics, transport
 from services.featurizer.batching import Busy, take_until_idle
-from services.featurizer.core import Featurizer, Outcome, RecordLike, encode_vector
+from services.featurizer.core import Featurizer, Outcome, RecordLike
 from services.featurizer.history import read_partition
 from services.featurizer.settings import FeaturizerSettings
 
@@ -179,8 +178,7 @@ class StreamFeaturizer:
     async def _publish(self, out: Outcome) -> list[asyncio.Future[Any]]:
         """Send the batch's outputs without waiting for acks; returns their futures."""
         assert self.producer is not None, "start() first"
-        keyed = [(v.symbol.encode(), encode_vector(v)) for v in out.features]
-        futures = await kafka.queue_packed(self.producer, FEATURES, keyed)
+        futures = await kafka.queue_packed(self.producer, FEATURES, out.published)
         for d in await self.letters.fresh(out.dead):
             key, value = ledger.record(d)
             futures.append(await self.producer.send(TICKS_DLQ, value, key))
@@ -200,7 +198,7 @@ class StreamFeaturizer:
     def _observe(self, out: Outcome, n: int, seconds: float) -> None:
         metrics.PROCESSING_SECONDS.observe(seconds)
         metrics.BATCH_CANDLES.observe(n)
-        for symbol, k in Counter(v.symbol for v in out.features).items():
+        for symbol, k in out.emitted.items():
             metrics.FEATURES_EMITTED.labels(symbol).inc(k)
         for symbol, k in out.late.items():
             metrics.LATE_CANDLES.labels(symbol).inc(k)

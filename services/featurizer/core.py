@@ -55,7 +55,7 @@ from services.common.schemas import (
     read_candles,
 )
 from services.common.topics import TICKS_CLEAN
-from services.common.vector_codec import encodable, encode_values
+from services.common.vector_codec import F64, LAYOUTS, encodable, encode_values, pack
 
 STAGE = "featurizer"
 #: How far back an identical re-delivered candle is recognised as a replay, not late.
@@ -134,11 +134,20 @@ class PartitionState:
 class Outcome:
     """What one micro-batch produced, and the positions to commit once it is published."""
 
-    features: list[FeatureVector] = field(default_factory=list)
+    published: list[tuple[bytes, bytes]] = field(default_factory=list)
+    """Key and value of each FeatureVector for ``features``, encoded (binary, see
+    :mod:`services.common.vector_codec`; JSON for a feature set without a binary layout)."""
+    emitted: Counter[str] = field(default_factory=Counter)
     dead: list[DeadLetter] = field(default_factory=list)
     late: Counter[str] = field(default_factory=Counter)
     replayed: Counter[str] = field(default_factory=Counter)
     commit: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def features(self) -> list[FeatureVector]:
+        """The published vectors as messages, read back from their bytes (for tests and tools:
+        the featurizer itself never builds them)."""
+        return [FeatureVector.from_bytes(value) for _, value in self.published]
 
 
 class Featurizer:
@@ -151,6 +160,8 @@ class Featurizer:
         self.feature_version = feature_version
         self.history_s = history_minutes * 60
         self.partitions: dict[int, PartitionState] = {}
+        layout = LAYOUTS.get(feature_version)
+        self._width = -1 if layout is None else len(layout)  # values packed as they are
 
     @property
     def symbol_count(self) -> int:
@@ -222,9 +233,11 @@ class Featurizer:
         for (partition, symbol), candles in pending.items():
             sym = self.partitions[partition].symbols[symbol]
             rows = sym.online.update_many(candles)
-            out.features += [
-                self._vector(symbol, r, c, stamp) for r, c in zip(rows, candles, strict=True)
+            key = symbol.encode()
+            out.published += [
+                (key, self._vector(symbol, r, c, stamp)) for r, c in zip(rows, candles, strict=True)
             ]
+            out.emitted[symbol] += len(rows)
         return out
 
     def _triage_one(
@@ -255,38 +268,30 @@ class Featurizer:
     def _new_symbol(self, symbol: str) -> SymbolState:
         return SymbolState(symbol=symbol, online=self.online_factory(symbol))
 
-    def _vector(self, symbol: str, row: Any, candle: Candle, stamp: float) -> FeatureVector:
-        """Built without re-validation (the hot path): names and values come from the feature
-        module, and JSON encoding writes any non-finite float as null, i.e. undefined."""
+    def _vector(self, symbol: str, row: Any, candle: Candle, stamp: float) -> bytes:
+        """One vector as published. The hot path: a row of the feature module's array kernel
+        carries its float64 values in layout order (``row.values``), packed as they are behind
+        a binary header, with no dict and no message object; a row with only its dict (the
+        one-row path, a toy feature set) is encoded from it by :func:`encode_fields`."""
         if row.time != candle.time:
             raise RuntimeError(f"{symbol}: feature row {row.time} for candle {candle.time}")
-        return _construct_vector(
+        values = getattr(row, "values", None)
+        version = self.feature_version
+        if values is not None and values.dtype == F64 and len(values) == self._width:
+            body = values.tobytes()
+            return pack(symbol, row.time, version, bool(row.warm), body, candle.ingested_at, stamp)
+        return encode_fields(
             {
                 "schema_version": SCHEMA_VERSION,
                 "symbol": symbol,
                 "time": row.time,
-                "feature_version": self.feature_version,
+                "feature_version": version,
                 "warm": bool(row.warm),
                 "features": row.features,
                 "ingested_at": candle.ingested_at,
                 "emitted_at": stamp,
             }
         )
-
-
-_setattr = object.__setattr__
-_VECTOR_FIELDS = frozenset(FeatureVector.model_fields)
-
-
-def _construct_vector(values: dict[str, Any]) -> FeatureVector:
-    """``FeatureVector.model_construct(**values)`` with every field given, at a third of the
-    cost (it skips the per-field default and alias walk; a unit test pins the equality)."""
-    vector = FeatureVector.__new__(FeatureVector)
-    _setattr(vector, "__dict__", values)
-    _setattr(vector, "__pydantic_fields_set__", set(_VECTOR_FIELDS))
-    _setattr(vector, "__pydantic_extra__", None)
-    _setattr(vector, "__pydantic_private__", None)
-    return vector
 
 
 class _Triage:
@@ -326,24 +331,28 @@ _values: Callable[[Candle], tuple[float, ...]] = attrgetter(*CANDLE_FIELDS)
 
 
 def encode_vector(vector: FeatureVector) -> bytes:
-    """The vector as published on ``features``: the binary format of
-    :mod:`services.common.vector_codec` (~0.6 KB against ~2.2 KB of JSON) when its features
-    are its version's layout, as the feature module's always are; else its JSON,
-    ``vector.to_bytes()`` three times faster (every field is already JSON-native, and orjson,
-    like pydantic's JSON mode, writes non-finite floats as null; unit tests pin both)."""
-    d = vector.__dict__
-    features = d["features"]
-    if encodable(d["feature_version"], features):
+    """A vector as the featurizer publishes it (:func:`encode_fields` of its fields)."""
+    return encode_fields(vector.__dict__)
+
+
+def encode_fields(fields: dict[str, Any]) -> bytes:
+    """A FeatureVector's fields (all of them, in declaration order, JSON-native) encoded for
+    ``features``: the binary format of :mod:`services.common.vector_codec` (~0.6 KB against
+    ~2.2 KB of JSON) when its features are its version's layout, as the feature module's
+    always are; else its JSON, ``to_bytes()`` three times faster (orjson, like pydantic's JSON
+    mode, writes non-finite floats as null; unit tests pin both)."""
+    features = fields["features"]
+    if encodable(fields["feature_version"], features):
         return encode_values(
-            d["symbol"],
-            d["time"],
-            d["feature_version"],
-            d["warm"],
+            fields["symbol"],
+            fields["time"],
+            fields["feature_version"],
+            fields["warm"],
             list(features.values()),
-            d["ingested_at"],
-            d["emitted_at"],
+            fields["ingested_at"],
+            fields["emitted_at"],
         )
-    return orjson.dumps(d)
+    return orjson.dumps(fields)
 
 
 def _dead(rec: RecordLike, code: str, message: str, candle: Candle | None = None) -> DeadLetter:

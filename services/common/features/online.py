@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from operator import attrgetter, itemgetter
 from typing import Any
 
@@ -45,13 +44,44 @@ from services.common.features.single import TERMS, compute_one, slot_terms, term
 from services.common.features.spec import FEATURE_NAMES, MINUTE, WARMUP_MINUTES
 
 
-@dataclass(frozen=True, slots=True)
 class FeatureRow:
-    """The features of one candle; ``None`` marks a value undefined (by a gap or a flat window)."""
+    """The features of one candle; ``None`` marks a value undefined (by a gap or a flat window).
 
-    time: int
-    warm: bool
-    features: dict[str, float | None]
+    A row of the array kernel comes as ``values``: float64 in ``FEATURE_NAMES`` order, NaN where
+    undefined (an infinity too, as JSON writes it null), a view of its batch's table. The
+    featurizer publishes those bytes as they are (a binary vector) and never reads the
+    ``features`` dict, which is made on first use; a row of the one-row path has the dict."""
+
+    __slots__ = ("_features", "time", "values", "warm")
+
+    def __init__(
+        self,
+        time: int,
+        warm: bool,
+        features: dict[str, float | None] | None = None,
+        values: np.ndarray | None = None,
+    ) -> None:
+        if features is None and values is None:
+            raise TypeError("FeatureRow needs features or values")
+        self.time, self.warm, self.values, self._features = time, warm, values, features
+
+    @property
+    def features(self) -> dict[str, float | None]:
+        if self._features is None:
+            assert self.values is not None
+            cells = [None if x != x else x for x in self.values.tolist()]
+            self._features = dict(zip(FEATURE_NAMES, cells, strict=True))
+        return self._features
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FeatureRow):
+            return NotImplemented
+        return (self.time, self.warm, self.features) == (other.time, other.warm, other.features)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"FeatureRow(time={self.time!r}, warm={self.warm!r}, features={self.features!r})"
 
 
 #: Present-minute prefix counts kept on the grid (``Derived.cum_*``).
@@ -283,11 +313,12 @@ class OnlineFeatures:
     def _rows(self, d: Derived, slots: np.ndarray) -> list[FeatureRow]:
         values = compute(d, Rows(slice(int(slots[0]), int(slots[-1]) + 1)))
         table = np.column_stack([values[name] for name in FEATURE_NAMES])[slots - slots[0]]
-        cells = table.astype(object)
-        cells[np.isnan(table)] = None
+        infinite = np.isinf(table)
+        if infinite.any():  # undefined, as JSON would write it (null)
+            table[infinite] = np.nan
         times = d.frame.times(slots)
         warm = is_warm(times, self.origin or 0).tolist()
         return [
-            FeatureRow(time=t, warm=w, features=dict(zip(FEATURE_NAMES, row, strict=True)))
-            for t, w, row in zip(times.tolist(), warm, cells.tolist(), strict=True)
+            FeatureRow(time=t, warm=w, values=row)
+            for t, w, row in zip(times.tolist(), warm, table, strict=True)
         ]

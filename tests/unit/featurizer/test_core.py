@@ -174,17 +174,6 @@ def test_fast_encoding_equals_the_schema_encoding() -> None:
         assert FeatureVector.from_bytes(encode_vector(v)) == FeatureVector.from_bytes(v.to_bytes())
 
 
-def test_fast_construction_equals_model_construct() -> None:
-    vectors = engine().process(records(0, "BTC", [1, 2, 3, 4])).features
-    for v in vectors:
-        slow = FeatureVector.model_construct(**v.__dict__)
-        assert type(v) is FeatureVector and v == slow
-        assert v.model_fields_set == slow.model_fields_set
-        assert v.model_dump() == slow.model_dump() and v.to_bytes() == slow.to_bytes()
-        assert v.__pydantic_extra__ is None and v.__pydantic_private__ is None
-        assert v.model_copy(update={"warm": True}).warm is True
-
-
 def test_the_batch_candle_reader_reads_what_candle_accepts() -> None:
     """``read_candles`` (the featurizer's decode, one validation per batch) gives, value by value,
     what ``Candle.from_bytes`` gives, field for field and type for type, for real candles as the
@@ -233,3 +222,13 @@ def test_the_batch_candle_reader_reads_what_candle_accepts() -> None:
     joined = read_candles(parts)  # joined, they would make three candles from three values
     assert [outcome(c) for c in joined] == [reference(v) for v in parts]
     assert read_candles([]) == []
+
+
+def test_published_records_are_keyed_by_symbol_and_counted() -> None:
+    """What the shell publishes: one (symbol key, vector bytes) per accepted candle, in order,
+    counted per symbol; ``features`` reads the very bytes back."""
+    f = engine()
+    out = f.process(records(0, "BTC", [1, 2]) + records(0, "ETH", [1, 2, 3], first_offset=2))
+    assert [k for k, _ in out.published] == [b"BTC"] * 2 + [b"ETH"] * 3
+    assert out.emitted == {"BTC": 2, "ETH": 3}
+    assert [encode_vector(v) for v in out.features] == [v for _, v in out.published]
