@@ -528,6 +528,8 @@ class Vectors:
 
     def matrix(self, names: Sequence[str]) -> np.ndarray:
         """Rows in ``names`` order as float64 (NaN for a value undefined or absent)."""
+        if not self.heads:
+            return np.empty((0, len(names)))
         if len(self.blocks) == 1:
             layout, _, block = self.blocks[0]
             return gather(block, layout, names)

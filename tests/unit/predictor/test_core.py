@@ -58,6 +58,21 @@ def test_challenger_scores_in_shadow(
     np.testing.assert_allclose([p.log_rv for p in out.predictions[5:]], shadow)
 
 
+def test_a_challenger_of_another_feature_set_is_skipped(
+    calm_candles, calm_features, bundle, make_bundle, to_vectors
+) -> None:
+    """Vectors the challenger cannot read are skipped in shadow (counted), never a failure."""
+    import dataclasses
+
+    challenger = make_bundle(calm_candles, version="2", trees=10)
+    other = dataclasses.replace(challenger, feature_version="rv60-000000000000")
+    vecs = to_vectors(calm_features.iloc[-4:])
+    for recs in (records(vecs), binary_records(vecs)):
+        out = process(recs, bundle, other)
+        assert [p.role for p in out.predictions] == ["champion"] * 4
+        assert out.shadow_skipped == 4 and out.dead == []
+
+
 def test_predictions_carry_calibrated_intervals(
     calm_candles, calm_features, bundle, to_vectors
 ) -> None:
