@@ -13,7 +13,8 @@ it that gets through in ``BENCH_E2E_BUDGET_S`` (600 s) at full speed; ``BENCH_E2
 shorter slice instead (for quick checks). The figure states which.
 
 Knobs: ``BENCH_E2E_DAYS``, ``BENCH_E2E_BUDGET_S``, ``BENCH_E2E_START`` (the latency window and the
-training slice before it), ``BENCH_CHAIN_S`` (seconds of the chain ceiling), ``BENCH_LATENCY_S``,
+training slice before it), ``BENCH_CHAIN_S`` (seconds of each chain ceiling; by default
+``BENCH_LATENCY_S``, see :data:`CHAIN_S`), ``BENCH_LATENCY_S``,
 ``BENCH_PIPELINE_PARTS`` (``throughput``, ``latency`` or both, the default),
 ``BENCH_KAFKA_CENSUS=1`` (the latency part also prints the Kafka requests per second of every
 process, by API, in each window: :mod:`bench.census`).
@@ -53,8 +54,13 @@ from services.ingestor.core import encode_batches
 START = pd.Timestamp(os.environ.get("BENCH_E2E_START", "2024-10-01"), tz="UTC")
 E2E_DAYS = float(os.environ["BENCH_E2E_DAYS"]) if os.environ.get("BENCH_E2E_DAYS") else None
 BUDGET_S = float(os.environ.get("BENCH_E2E_BUDGET_S", "600"))
-CHAIN_S = float(os.environ.get("BENCH_CHAIN_S", "15"))
 LATENCY_S = float(os.environ.get("BENCH_LATENCY_S", "60"))
+#: ``BENCH_CHAIN_S``: seconds of each 4-hop chain, by default as long as the latency feed. On
+#: Tansu's in-memory log a fetch that finds records costs more the more record batches the
+#: partition holds, and at 100 single records/s each hop's partitions gain ~33 batches a second:
+#: a 15 s chain against a 60 s feed measured the chain's hops on partitions a quarter as long
+#: (broker CPU per candle over a 60 s feed: 3,650 us in its first 10 s, 7,620 in its last).
+CHAIN_S = float(os.environ.get("BENCH_CHAIN_S", str(LATENCY_S)))
 CEILING_BUDGET_S = float(os.environ.get("BENCH_CEILING_BUDGET_S", "120"))
 #: ``BENCH_PIPELINE_PARTS``: which runs (quick checks of one): throughput, latency or both.
 PARTS = os.environ.get("BENCH_PIPELINE_PARTS", "throughput,latency").split(",")
@@ -506,6 +512,7 @@ def latency(
             chain = asyncio.run(chain_latency(pipe.settings, topics, RATE, CHAIN_S, True, arrived))
             chain_until, own_until = time.time(), time.process_time()
         chain_split = asyncio.run(chain_hops(pipe.settings, topics, arrived))
+        chain_slices(chain, chain_cpu, chain_from + 1.0)  # sending starts after a 1 s head start
         print_batches("chain topics after the chain", pipe.settings, topics)
         windows["in-process chain"] = (chain_from, chain_until)
         procs_from = time.time()
@@ -644,6 +651,24 @@ def by_slice(timed: Timed, cpu: CpuWatch) -> None:
         print(
             f"  feed {t0 - start:4.0f}-{t1 - start:3.0f} s: p50 {p50:6.1f} ms  p99 {p99:6.1f} ms;"
             f" CPU us per candle: {shares}",
+            flush=True,
+        )
+
+
+def chain_slices(chain: np.ndarray, cpu: CpuWatch, sending_from: float) -> None:
+    """The in-process chain's latency and broker CPU per record in :data:`SLICE_S` slices, as
+    :func:`by_slice` shows the feed's (latencies in arrival order, about RATE a second, the
+    first second left out; slices placed on the clock from ``sending_from``, approximately)."""
+    per_slice = int(SLICE_S * RATE)
+    for k in range(0, chain.size, per_slice):
+        part = chain[k : k + per_slice]
+        first, last = 1 + k / RATE, 1 + (k + part.size) / RATE
+        t0, t1 = sending_from + first, sending_from + last
+        broker = cpu.used_s(t0, t1).get("broker", float("nan")) / max(part.size, 1) * 1e6
+        p50, p99 = np.percentile(part, [50, 99])
+        print(
+            f"  chain {first:4.0f}-{last:3.0f} s: p50 {p50:6.1f} ms  p99 {p99:6.1f} ms;"
+            f" broker CPU us per record {broker:,.0f}",
             flush=True,
         )
 
