@@ -613,7 +613,16 @@ def process_chain_latency(pipe: Pipeline) -> np.ndarray:
     try:
         time.sleep(PROCESS_CHAIN_HEAD_START_S)
         run = chain_latency(pipe.settings, topics, RATE, CHAIN_S, in_process=False)
-        return asyncio.run(run)
+        with CpuWatch(lambda: stage_groups(pipe)) as cpu:
+            began = time.time() + 1.0  # chain_latency's head start before it sends
+            out = asyncio.run(run)
+            ended = time.time()
+        sent = CHAIN_S * RATE
+        for name, used in sorted(cpu.used_s(began, ended).items()):
+            if name.startswith("chain-") or name == "broker":
+                label = f"  CPU per record at 100/s, process-per-stage chain: {name}"
+                print(f"{label:<70} {used / sent * 1e6:8,.0f} us", flush=True)
+        return out
     finally:
         for name in names:
             proc = pipe.procs.pop(name)

@@ -173,23 +173,31 @@ async def log_batches(settings: Any, topic: str) -> dict[int, int]:
     try:
         tps = await kafka.topic_partitions(consumer, topic)
         starts = await consumer.beginning_offsets(tps)
+        ends = await consumer.end_offsets(tps)  # a floor on Tansu, but 0 only when empty
         client = consumer._client
         for tp in tps:
             node = client.cluster.leader_for_partition(tp)
-            offset, count = starts[tp], 0
-            while True:
+            offset, count, end, empty = starts[tp], 0, None, 0
+            if ends[tp] <= offset:
+                end = offset
+            while end is None or offset < end:
+                # a long fetch wait: with records there Tansu answers at once, and a short one
+                # can run out while it walks a long partition (then it answers nothing)
                 wanted = [(topic, [(tp.partition, offset, 8 << 20)])]
-                request = FetchRequest(1, 1, 8 << 20, 0, wanted)
-                response = await client.send(node, request)
-                raw = response.topics[0][1][0][-1]
-                records = MemoryRecords(raw) if raw else None
+                response = await client.send(node, FetchRequest(500, 1, 8 << 20, 0, wanted))
+                part = response.topics[0][1][0]
+                if part[1]:
+                    raise RuntimeError(f"{topic}[{tp.partition}]: fetch error {part[1]}")
+                end = part[2]  # the high watermark (exact on Tansu)
+                records = MemoryRecords(part[-1]) if part[-1] else None
                 last = offset
                 while records is not None and records.has_next():
                     batch = records.next_batch()
                     count += 1
                     last = batch.next_offset
-                if last == offset:
-                    break
+                empty = empty + 1 if last == offset else 0
+                if empty >= 3:
+                    raise RuntimeError(f"{topic}[{tp.partition}]: stuck at {offset} of {end}")
                 offset = last
             out[tp.partition] = count
     finally:
