@@ -151,21 +151,27 @@ class RealizedJoiner:
 
     def add_closes(self, rows: Iterable[tuple[str, int, float]]) -> list[Resolved]:
         """Record (symbol, candle time, close) rows; returns predictions that became resolvable."""
-        touched = set()
+        touched: dict[str, None] = {}
+        keep, symbol_now = self.keep, None
+        book: OrderedDict[int, float] = OrderedDict()
+        returns: dict[int, float] = {}
         for symbol, t, close in rows:
-            book = self._closes.get(symbol)
-            if book is None:
-                book = self._closes[symbol] = OrderedDict()
-                self._returns[symbol] = {}
-            returns = self._returns[symbol]
+            if symbol != symbol_now:  # a batch of closes is mostly one symbol's
+                symbol_now = symbol
+                got = self._closes.get(symbol)
+                if got is None:
+                    got = self._closes[symbol] = OrderedDict()
+                    self._returns[symbol] = {}
+                book, returns = got, self._returns[symbol]
+                touched[symbol] = None
             book[t] = close
             _set_return(returns, book, t)
             _set_return(returns, book, t + 60)
-            while len(book) > self.keep:
-                old, _ = book.popitem(last=False)
-                returns.pop(old, None)
-                returns.pop(old + 60, None)
-            touched.add(symbol)
+            if len(book) > keep:
+                while len(book) > keep:
+                    old, _ = book.popitem(last=False)
+                    returns.pop(old, None)
+                    returns.pop(old + 60, None)
         return [r for s in touched for r in self._resolve(s)]
 
     def add_predictions(self, preds: Iterable[Forecast]) -> list[Resolved]:

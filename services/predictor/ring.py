@@ -43,15 +43,25 @@ class PredictionRing:
         """Add champion predictions (any order); older duplicates are replaced. ``encoded`` is
         their JSON when the caller already has it (``p.to_bytes()`` of each, same order)."""
         blobs = encoded if encoded is not None else [p.to_bytes() for p in predictions]
+        size, latest, symbol_now = self.size, self._latest, None
+        book: OrderedDict[int, bytes] = OrderedDict()
+        newest = -1
         for p, encoded_p in zip(predictions, blobs, strict=True):
+            symbol, t = p.symbol, p.time
             blob = bytes(memoryview(encoded_p))  # an exact-size copy (see the module doc)
-            book = self._by_symbol.setdefault(p.symbol, OrderedDict())
-            book[p.time] = blob
-            while len(book) > self.size:
+            if symbol != symbol_now:  # a batch is mostly one symbol's
+                symbol_now = symbol
+                got = self._by_symbol.get(symbol)
+                if got is None:
+                    got = self._by_symbol[symbol] = OrderedDict()
+                book = got
+                cur = latest.get(symbol)
+                newest = cur[0] if cur is not None else -1
+            book[t] = blob
+            if len(book) > size:
                 book.popitem(last=False)
-            cur = self._latest.get(p.symbol)
-            if cur is None or p.time >= cur[0]:
-                self._latest[p.symbol] = (p.time, blob)
+            if t >= newest:
+                latest[symbol], newest = (t, blob), t
 
     def latest(self, symbol: str) -> Prediction | None:
         """The newest prediction for ``symbol``."""
