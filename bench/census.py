@@ -3,7 +3,8 @@
 A measuring tool for the latency benchmark (``BENCH_KAFKA_CENSUS=1``), never loaded by the
 services themselves: :func:`install` wraps aiokafka's ``AIOKafkaConnection.send`` in the
 process it runs in, counting every request by API (a Fetch also by the fetch wait it asks for
-and whether its answer held records), and a daemon thread appends the running counts to
+and whether its answer held records) and every garbage collection with its pause, and a
+daemon thread appends the running counts to
 ``$KAFKA_CENSUS_DIR/<pid>.jsonl`` every :data:`INTERVAL_S`. Child processes load it through
 ``bench/census_site/sitecustomize.py`` (:func:`child_env` puts it on their ``PYTHONPATH``);
 Faust's consumer thread and every other aiokafka client of a process are counted alike.
@@ -15,6 +16,7 @@ about as much as a small produce).
 from __future__ import annotations
 
 import collections
+import gc
 import json
 import os
 import threading
@@ -27,7 +29,7 @@ INTERVAL_S = 0.25
 ENV = "KAFKA_CENSUS_DIR"
 
 _counts: collections.Counter[str] = collections.Counter()
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entrant: a collection can start while a thread holds it
 _stopped = threading.Event()
 
 
@@ -41,6 +43,24 @@ async def _fetch_outcome(answer: Any, name: str) -> Any:
     full = any(p[-1] for _, parts in response.topics for p in parts)
     _bump(f"{name} {'records' if full else 'empty'}")
     return response
+
+
+_gc_started: list[float] = [0.0]
+
+
+def _gc_timer(phase: str, info: dict[str, Any]) -> None:
+    """Count each garbage collection by generation, with its pause (a stop-the-world pause of
+    the process's event loop: in the latency's tail when it lasts milliseconds)."""
+    if phase == "start":
+        _gc_started[0] = time.perf_counter()
+        return
+    pause_us = int((time.perf_counter() - _gc_started[0]) * 1e6)
+    gen = info.get("generation", "?")
+    with _lock:
+        _counts[f"gc{gen} collections"] += 1
+        _counts[f"gc{gen} pause us"] += pause_us
+        if pause_us >= 5_000:
+            _counts[f"gc{gen} pauses >= 5 ms"] += 1
 
 
 def _label() -> str:
@@ -100,6 +120,7 @@ def install() -> bool:
 
     send._census = True  # type: ignore[attr-defined]
     AIOKafkaConnection.send = send  # type: ignore[method-assign]
+    gc.callbacks.append(_gc_timer)
     Path(directory).mkdir(parents=True, exist_ok=True)
     threading.Thread(target=_writer, name="kafka-census", daemon=True).start()
     return True
@@ -147,11 +168,13 @@ def report(title: str, rates: dict[str, dict[str, float]]) -> None:
     print(f"  Kafka requests/s, {title}:", flush=True)
     total: collections.Counter[str] = collections.Counter()
     for proc, apis in rates.items():
-        print(f"    {proc}: {sum(apis.values()):,.1f}/s", flush=True)
+        requests = sum(r for api, r in apis.items() if not api.startswith("gc"))
+        print(f"    {proc}: {requests:,.1f} requests/s (gc: per second)", flush=True)
         for api, r in apis.items():
             print(f"      {api:<64} {r:8.1f}", flush=True)
             total[api] += r  # type: ignore[assignment]
-    print(f"    all: {sum(total.values()):,.1f}/s", flush=True)
+    requests = sum(r for api, r in total.items() if not api.startswith("gc"))
+    print(f"    all: {requests:,.1f} requests/s", flush=True)
     for api, r in sorted(total.items()):
         print(f"      {api:<64} {r:8.1f}", flush=True)
 

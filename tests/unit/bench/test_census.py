@@ -35,6 +35,8 @@ CHILD = textwrap.dedent(
         while got < 7:
             got += sum(map(len, (await consumer.getmany(timeout_ms=200)).values()))
         await consumer.stop()
+        import gc
+        gc.collect()  # a full collection, timed
         time.sleep(0.6)  # a snapshot after the last request
 
     asyncio.run(main())
@@ -55,6 +57,7 @@ def test_a_child_process_counts_its_requests_by_api(settings: Settings, tmp_path
     assert counts["Produce"] == 7  # one request per awaited send
     fetched = [api for api in counts if api.startswith("Fetch(wait=5) [census]")]
     assert "Fetch(wait=5) [census] records" in fetched
+    assert counts["gc2 collections"] >= 1 and counts["gc2 pause us"] > 0
     assert census.window(tmp_path, t1 + 1, t1 + 2) == {}  # nothing after the child ended
 
 
