@@ -238,6 +238,8 @@ class RealizedJoiner:
         first, last = keys[0][0], keys[-1][0]
         get = self._returns[symbol].get
         returns = [get(t) for t in range(first + 60, last + span + 60, 60)]
+        # unknown returns before each slot: a window is complete when none falls inside it
+        unknown = list(itertools.accumulate((r is None for r in returns), initial=0))
         out: list[Resolved] = []
         sqrt, floor = math.sqrt, TRAINER_RV_FLOOR
         t_prev, rv = None, None  # a time's roles come together (the heap is ordered by time)
@@ -246,9 +248,8 @@ class RealizedJoiner:
             t = key[0]
             if t != t_prev:
                 t_prev, i = t, (t - first) // 60
-                window = returns[i : i + horizon]
-                ok = None not in window  # every close of the window known and positive
-                rv = max(sqrt(sum(window)), floor) if ok else None  # type: ignore[arg-type]
+                ok = unknown[i + horizon] == unknown[i]  # every close known and positive
+                rv = max(sqrt(sum(returns[i : i + horizon])), floor) if ok else None  # type: ignore[arg-type]
             if rv is None:
                 self.dropped += 1
                 continue
