@@ -27,6 +27,7 @@ from services.common.features import FEATURE_NAMES, FEATURE_VERSION, featurize_m
 from services.common.schemas import Candle, DeadLetter, FeatureVector, ModelEvent, Prediction
 from services.common.settings import REPO_ROOT, Settings
 from services.common.topics import FEATURES, MODEL_EVENTS, PREDICTIONS, TICKS_CLEAN, TICKS_DLQ
+from services.common.vector_codec import encode
 
 pytestmark = pytest.mark.integration
 
@@ -188,11 +189,17 @@ async def test_replayed_week_one_prediction_per_warm_vector(
             vecs = vectors(feats)
             warm_times = [v.time for v in vecs if v.warm]
             assert 1000 < len(warm_times) < len(vecs)
+            binary = encode(vecs[-1])
             bad = [
                 (b"BTC", b'{"symbol": "BTC", "time": -1}'),
                 (b"BTC", vecs[-1].model_copy(update={"feature_version": "rv60-other"}).to_bytes()),
+                (b"BTC", binary[:-3]),  # cut short
+                (b"BTC", b"\xf9" + binary[1:]),  # a format this code does not know
             ]
-            await produce(settings, FEATURES, [(b"BTC", v.to_bytes()) for v in vecs] + bad)
+            # a rolling upgrade: JSON vectors from before it, then binary ones (the featurizer's)
+            half = len(vecs) // 2
+            wire = [v.to_bytes() for v in vecs[:half]] + [encode(v) for v in vecs[half:]]
+            await produce(settings, FEATURES, [(b"BTC", v) for v in wire] + bad)
             closes = [Candle.from_dict({**r, "symbol": "BTC"}) for r in week.to_dict("records")]
             await produce(settings, TICKS_CLEAN, [(b"BTC", c.to_bytes()) for c in closes])
             await asyncio.sleep(2)
@@ -211,7 +218,14 @@ async def test_replayed_week_one_prediction_per_warm_vector(
             assert sorted(p.time for p in preds) == warm_times  # exactly one each
             assert {(p.role, p.model_version) for p in preds} == {("champion", version)}
             dead = [DeadLetter.from_bytes(v) for v in await read_all(settings, TICKS_DLQ, 0.5)]
-            assert sorted(d.codes[0] for d in dead) == ["feature_version_mismatch", "malformed"]
+            codes = sorted(d.codes[0] for d in dead)
+            assert codes == [
+                "feature_version_mismatch",
+                "malformed",
+                "malformed",
+                "unknown_vector_format",
+            ]
+            assert {d.payload() for d in dead} == {v for _, v in bad}  # the original bytes
 
             latest = (await http.get("/predictions/latest", params={"symbol": "BTC"})).json()
             assert latest["time"] == warm_times[-1]
