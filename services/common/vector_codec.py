@@ -293,12 +293,32 @@ def document(data: bytes) -> dict[str, Any]:
     return decode(data).model_dump(mode="json")
 
 
-@functools.lru_cache(maxsize=64)
-def column_index(layout: tuple[str, ...], names: tuple[str, ...]) -> np.ndarray:
-    """Where each of ``names`` sits in ``layout`` (``len(layout)`` for a name it lacks: the
-    NaN column :func:`gather` appends then)."""
+class Plan(NamedTuple):
+    """How to read the columns ``names`` from rows of a ``layout``."""
+
+    columns: np.ndarray  # each name's column in the layout (len(layout) for one it lacks)
+    missing: tuple[str, ...]  # the names the layout lacks
+    identity: bool  # names == layout
+
+
+_plans: dict[tuple[int, int], tuple[tuple[str, ...], Sequence[str], Plan]] = {}
+
+
+def plan(layout: tuple[str, ...], names: Sequence[str]) -> Plan:
+    """The :class:`Plan` of ``names`` (a model's feature names, never changed in place) over
+    ``layout``, made once per pair of objects: a micro-batch of one vector must not pay for
+    hashing 66 names."""
+    key = (id(layout), id(names))
+    hit = _plans.get(key)
+    if hit is not None and hit[0] is layout and hit[1] is names:
+        return hit[2]
     at = {n: i for i, n in enumerate(layout)}
-    return np.array([at.get(n, len(layout)) for n in names], dtype=np.intp)
+    index = np.array([at.get(n, len(layout)) for n in names], dtype=np.intp)
+    found = Plan(index, tuple(n for n in names if n not in at), tuple(names) == layout)
+    if len(_plans) >= 256:  # models and layouts come and go with reloads
+        _plans.clear()
+    _plans[key] = (layout, names, found)
+    return found
 
 
 def gather(block: np.ndarray, layout: tuple[str, ...], names: Sequence[str]) -> np.ndarray:
@@ -310,7 +330,9 @@ def gather(block: np.ndarray, layout: tuple[str, ...], names: Sequence[str]) -> 
     >>> gather(block, ("a", "b"), ["b", "a", "c"]).tolist()
     [[2.0, 1.0, nan], [nan, 3.0, nan]]
     """
-    index = column_index(layout, tuple(names))
-    if len(block) and index.size and int(index.max()) == len(layout):
+    how = plan(layout, names)
+    if how.identity:
+        return block.copy()
+    if how.missing and len(block):
         block = np.concatenate([block, np.full((len(block), 1), NAN)], axis=1)
-    return block[:, index]
+    return block[:, how.columns]

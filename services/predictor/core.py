@@ -9,7 +9,6 @@ The model predicts the *log* realized volatility of the next hour; its variance 
 from __future__ import annotations
 
 import ctypes
-import functools
 import math
 import time
 import weakref
@@ -34,12 +33,14 @@ from services.common.schemas import (
     now,
 )
 from services.common.vector_codec import (
+    F64,
     LAYOUTS,
     Decoded,
     VectorError,
     VectorHead,
     gather,
     is_binary,
+    plan,
     read_binary,
 )
 from services.predictor.calibration import adaptive_bounds
@@ -511,17 +512,17 @@ class Vectors:
     ) -> None:
         self.heads, self.layouts, self.values = heads, layouts, values
         first = layouts[0] if layouts else ()
-        if all(layout is first for layout in layouts):
-            groups = {id(first): (first, list(range(len(layouts))))}
+        groups: dict[int, tuple[tuple[str, ...], list[int]]] = {}
+        if all(layout is first for layout in layouts):  # one layout: the usual case
+            groups[id(first)] = (first, list(range(len(layouts))))
         else:
-            groups = {}
             for i, layout in enumerate(layouts):
                 groups.setdefault(id(layout), (layout, []))[1].append(i)
-        self.blocks = [
-            (layout, rows, np.frombuffer(b"".join([values[i] for i in rows]), np.float64))
-            for layout, rows in groups.values()
-        ]
-        self.blocks = [(lay, rows, b.reshape(len(rows), len(lay))) for lay, rows, b in self.blocks]
+        self.blocks = []
+        for layout, rows in groups.values():
+            raw = values[rows[0]] if len(rows) == 1 else b"".join([values[i] for i in rows])
+            block = np.frombuffer(raw, dtype=F64).reshape(len(rows), len(layout))
+            self.blocks.append((layout, rows, block))
 
     def __len__(self) -> int:
         return len(self.heads)
@@ -542,9 +543,9 @@ class Vectors:
         """Rows holding an infinite value (no encoder writes one: JSON cannot)."""
         bad: list[int] = []
         for _, rows, block in self.blocks:
-            hit = np.isinf(block).any(axis=1)
-            if hit.any():
-                bad += [rows[i] for i in np.flatnonzero(hit).tolist()]
+            infinite = np.isinf(block)
+            if infinite.any():  # one reduction in the usual case
+                bad += [rows[i] for i in np.flatnonzero(infinite.any(axis=1)).tolist()]
         return sorted(bad)
 
     def take(self, keep: Sequence[int]) -> Vectors:
@@ -557,20 +558,14 @@ class Vectors:
 
     def problems(self, bundle: Bundle) -> list[DeadLetterReason | None]:
         """Why each row cannot be scored by ``bundle`` (:func:`vector_problem`), or None."""
-        names, version = tuple(bundle.feature_names), bundle.feature_version
-        missing = {id(layout): _missing(layout, names) for layout, _, _ in self.blocks}
+        names, version = bundle.feature_names, bundle.feature_version
+        missing = {id(layout): plan(layout, names).missing for layout, _, _ in self.blocks}
         if not any(missing.values()) and all(h.feature_version == version for h in self.heads):
             return [None] * len(self.heads)  # the usual case, checked once per batch
         return [
             vector_problem(h.feature_version, missing[id(layout)], bundle)
             for h, layout in zip(self.heads, self.layouts, strict=True)
         ]
-
-
-@functools.lru_cache(maxsize=64)
-def _missing(layout: tuple[str, ...], names: tuple[str, ...]) -> tuple[str, ...]:
-    have = frozenset(layout)
-    return tuple(n for n in names if n not in have)
 
 
 def triage(records: Sequence[Record], champion: Bundle) -> tuple[Vectors, BatchResult]:
