@@ -80,7 +80,7 @@ LAYOUTS: Mapping[str, tuple[str, ...]] = MappingProxyType({FEATURE_VERSION: FEAT
 
 _SYMBOL = re.compile(SYMBOL_PATTERN.removeprefix("^").removesuffix("$").encode())
 #: The values' type on the wire: little-endian float64.
-F64 = _F64 = np.dtype("<f8")
+F64 = np.dtype("<f8")
 
 
 class VectorHead(NamedTuple):
@@ -127,7 +127,7 @@ def encode_values(
     if names is None or len(values) != len(names):
         raise ValueError(f"{feature_version!r}: no layout of {len(values)} values")
     if isinstance(values, np.ndarray):
-        row = values.astype(_F64, copy=False)
+        row = values.astype(F64, copy=False)
         if not np.isfinite(row).all():  # as JSON writes them: null, i.e. undefined
             row = np.where(np.isfinite(row), row, NAN)
         body = row.tobytes()
@@ -245,7 +245,7 @@ def decode(data: bytes) -> FeatureVector:
         return FeatureVector.from_bytes(data)
     try:
         b = read_binary(data)
-        values = np.frombuffer(b.values, dtype=_F64)
+        values = np.frombuffer(b.values, dtype=F64)
         if np.isinf(values).any():
             raise _refuse("malformed", "an infinite value")
     except VectorError as exc:
